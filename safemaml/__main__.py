@@ -1,0 +1,5 @@
+import sys
+
+from safemaml.cli import main
+
+sys.exit(main())

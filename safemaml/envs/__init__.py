@@ -1,0 +1,1 @@
+"""Batched MuJoCo stepping and the Gymnasium-compatible environments built on it."""

@@ -1,0 +1,96 @@
+"""Gaussian MLP policy as pure functions of a parameter dict (the torch.func way).
+
+Parameters are a flat dict of tensors (`w0, b0, ..., log_std`). A parameter may carry a
+leading task dimension K, in which case observations shaped [K, ..., obs_dim] are pushed
+through the K policies at once: this is how post-adaptation sampling runs one batched
+forward for all tasks of a meta-batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from safemaml.errors import SafeMamlError
+
+Params = dict[str, Tensor]
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Shape of the policy: sizes, activation and initial standard deviation."""
+
+    obs_dim: int
+    act_dim: int
+    hidden: tuple[int, ...] = (100, 100)
+    activation: str = "relu"
+    init_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise SafeMamlError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if self.init_std <= 0 or any(h < 1 for h in self.hidden):
+            raise SafeMamlError("init_std must be > 0 and hidden sizes >= 1")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.hidden) + 1
+
+    def init(self, seed: int, device: torch.device | str = "cpu") -> Params:
+        """Glorot-uniform weights, zero biases, log_std = log(init_std); deterministic in `seed`."""
+        gen = torch.Generator().manual_seed(seed)
+        sizes = (self.obs_dim, *self.hidden, self.act_dim)
+        params: Params = {}
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            params[f"w{i}"] = (torch.rand(fan_out, fan_in, generator=gen) * 2 - 1) * bound
+            params[f"b{i}"] = torch.zeros(fan_out)
+        params["log_std"] = torch.full((self.act_dim,), math.log(self.init_std))
+        return {k: v.to(device) for k, v in params.items()}
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    if w.dim() == 3:  # one weight matrix per task: x [K, ..., in] -> [K, ..., out]
+        shape = x.shape
+        y = torch.bmm(x.reshape(shape[0], -1, shape[-1]), w.transpose(1, 2)) + b.unsqueeze(1)
+        return y.reshape(*shape[:-1], w.shape[1])
+    return torch.nn.functional.linear(x, w, b)
+
+
+def mean_action(spec: PolicySpec, params: Params, obs: Tensor) -> Tensor:
+    """The policy mean for observations [..., obs_dim]."""
+    act = ACTIVATIONS[spec.activation]
+    h = obs
+    for i in range(spec.num_layers):
+        h = _linear(h, params[f"w{i}"], params[f"b{i}"])
+        if i < spec.num_layers - 1:
+            h = act(h)
+    return h
+
+
+def log_std_for(params: Params, mean: Tensor) -> Tensor:
+    """log_std broadcast to the mean's shape ([A] shared, or [K, A] per task)."""
+    log_std = params["log_std"]
+    if log_std.dim() == 2:
+        log_std = log_std.reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), log_std.shape[1])
+    return log_std.expand_as(mean)
+
+
+def log_prob(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+    """log pi(a | s), summed over action dimensions: [..., obs_dim], [..., A] -> [...]."""
+    mean = mean_action(spec, params, obs)
+    log_std = log_std_for(params, mean)
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def kl_divergence(spec: PolicySpec, old: Params, new: Params, obs: Tensor) -> Tensor:
+    """KL(pi_old || pi_new) per observation: [..., obs_dim] -> [...]."""
+    mu0, mu1 = mean_action(spec, old, obs), mean_action(spec, new, obs)
+    ls0, ls1 = log_std_for(old, mu0), log_std_for(new, mu1)
+    var0, var1 = torch.exp(2 * ls0), torch.exp(2 * ls1)
+    return (ls1 - ls0 + (var0 + (mu0 - mu1).pow(2)) / (2 * var1) - 0.5).sum(-1)

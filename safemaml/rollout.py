@@ -1,0 +1,117 @@
+"""Collect K tasks x n trajectories x H steps in one loop: one batched policy call and one
+batched physics call per control step.
+
+Environment b = k * n + j runs trajectory j of task k. Log-probabilities are computed once
+after the loop (one call over all steps), not inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, fields
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from safemaml.errors import SafeMamlError
+from safemaml.policy import Params, PolicySpec, log_prob, mean_action
+from safemaml.tasks import TaskFamily
+
+
+@dataclass
+class Trajectories:
+    """A phase of sampling; every tensor is [K, n, H, ...] on the policy's device."""
+
+    obs: Tensor  # [K, n, H, obs_dim]
+    actions: Tensor  # [K, n, H, act_dim]
+    rewards: Tensor  # [K, n, H]
+    mask: Tensor  # [K, n, H]: 1 where the step was taken (the episode was still running)
+    log_probs: Tensor  # [K, n, H]: log pi(a|s) under the sampling parameters (no grad)
+    tasks: Tensor  # [K, P]
+
+    @property
+    def returns(self) -> Tensor:
+        """Undiscounted return of each trajectory, [K, n]."""
+        return (self.rewards * self.mask).sum(-1)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.mask.sum().item())
+
+    def to(self, device: torch.device | str) -> "Trajectories":
+        return Trajectories(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on `n` threads inside the block, so it leaves the cores to MuJoCo."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Sampler:
+    """Holds one batched environment of K*n copies of a family and fills Trajectories from it."""
+
+    def __init__(self, family: TaskFamily, spec: PolicySpec, num_tasks: int, num_traj: int,
+                 device: torch.device | str = "cpu", horizon: int | None = None, nthread: int = 0):
+        if num_tasks < 1 or num_traj < 1:
+            raise SafeMamlError(f"need at least one task and one trajectory, got {num_tasks} x {num_traj}")
+        self.family, self.spec = family, spec
+        self.num_tasks, self.num_traj = num_tasks, num_traj
+        self.horizon = horizon or family.horizon
+        self.device = torch.device(device)
+        self.env = family.make_env(num_tasks * num_traj, nthread=nthread)
+
+    @torch.no_grad()
+    def sample(self, params: Params, tasks: np.ndarray, seed: int) -> Trajectories:
+        """Roll out pi_params on `tasks` [K, P]; params may be per-task (leading dim K).
+
+        Deterministic in `seed`: it seeds both the environments' resets and the action noise.
+        """
+        K, n, H = self.num_tasks, self.num_traj, self.horizon
+        tasks = self.family.validate(tasks)
+        if tasks.shape[0] != K:
+            raise SafeMamlError(f"sampler holds {K} tasks, got {tasks.shape[0]}")
+        self.env.set_tasks(np.repeat(tasks, n, axis=0))
+        dev, B = self.device, K * n
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        obs_buf = torch.zeros(H, B, self.spec.obs_dim, device=dev)
+        act_buf = torch.zeros(H, B, self.spec.act_dim, device=dev)
+        rew_buf = np.zeros((H, B))
+        mask_buf = np.zeros((H, B))
+        std = torch.exp(params["log_std"]).to(dev)
+        std = std.unsqueeze(1) if std.dim() == 2 else std  # [K, 1, A] for per-task params
+        with torch_threads(1):
+            obs = self.env.reset(seed=seed)
+            for t in range(H):
+                mask_buf[t] = ~self.env.done
+                obs_t = torch.as_tensor(obs, dtype=torch.float32).to(dev, non_blocking=True)
+                obs_buf[t] = obs_t
+                mean = mean_action(self.spec, params, obs_t.view(K, n, -1))
+                eps = torch.randn(K, n, self.spec.act_dim, generator=gen, device=dev)
+                action = (mean + std * eps).view(B, -1)
+                act_buf[t] = action
+                obs, rew_buf[t], _ = self.env.step(action.cpu().numpy())
+                if self.env.done.all():
+                    break
+        return self._assemble(params, tasks, obs_buf, act_buf, rew_buf, mask_buf)
+
+    def _assemble(self, params, tasks, obs_buf, act_buf, rew_buf, mask_buf) -> Trajectories:
+        K, n, H, dev = self.num_tasks, self.num_traj, self.horizon, self.device
+
+        def per_task(x: Tensor) -> Tensor:  # [H, B, ...] -> [K, n, H, ...]
+            return x.reshape(H, K, n, *x.shape[2:]).movedim(0, 2).contiguous()
+
+        obs, actions = per_task(obs_buf), per_task(act_buf)
+        rewards = per_task(torch.as_tensor(rew_buf, dtype=torch.float32, device=dev))
+        mask = per_task(torch.as_tensor(mask_buf, dtype=torch.float32, device=dev))
+        flat = {k: v for k, v in params.items()}
+        logp = log_prob(self.spec, flat, obs.view(K, n * H, -1), actions.view(K, n * H, -1))
+        return Trajectories(obs, actions, rewards, mask, logp.view(K, n, H),
+                            torch.as_tensor(tasks, dtype=torch.float32, device=dev))
