@@ -2,12 +2,13 @@
 batched physics call per control step.
 
 Environment b = k * n + j runs trajectory j of task k. Log-probabilities are computed once
-after the loop (one call over all steps), not inside it.
+from the action noise itself, so no second policy pass is needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, fields
 from typing import Iterator
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from safemaml.errors import SafeMamlError
-from safemaml.policy import Params, PolicySpec, log_prob, mean_action
+from safemaml.policy import Params, PolicySpec, mean_action
 from safemaml.tasks import TaskFamily
 
 
@@ -85,8 +86,11 @@ class Sampler:
         act_buf = torch.zeros(H, B, self.spec.act_dim, device=dev)
         rew_buf = np.zeros((H, B))
         mask_buf = np.zeros((H, B))
-        std = torch.exp(params["log_std"]).to(dev)
-        std = std.unsqueeze(1) if std.dim() == 2 else std  # [K, 1, A] for per-task params
+        logp_buf = torch.zeros(H, K, n, device=dev)
+        log_std = params["log_std"]
+        log_std = log_std.unsqueeze(1) if log_std.dim() == 2 else log_std  # [K, 1, A] for per-task params
+        std = torch.exp(log_std)
+        logp_const = -(log_std + 0.5 * math.log(2 * math.pi)).sum(-1)  # log-density at the mean
         with torch_threads(1):
             obs = self.env.reset(seed=seed)
             for t in range(H):
@@ -97,21 +101,19 @@ class Sampler:
                 eps = torch.randn(K, n, self.spec.act_dim, generator=gen, device=dev)
                 action = (mean + std * eps).view(B, -1)
                 act_buf[t] = action
+                logp_buf[t] = logp_const - 0.5 * eps.pow(2).sum(-1)  # (a - mean) / std is eps
                 obs, rew_buf[t], _ = self.env.step(action.cpu().numpy())
                 if self.env.done.all():
                     break
-        return self._assemble(params, tasks, obs_buf, act_buf, rew_buf, mask_buf)
+        return self._assemble(tasks, obs_buf, act_buf, rew_buf, mask_buf, logp_buf.view(H, B))
 
-    def _assemble(self, params, tasks, obs_buf, act_buf, rew_buf, mask_buf) -> Trajectories:
+    def _assemble(self, tasks, obs_buf, act_buf, rew_buf, mask_buf, logp_buf) -> Trajectories:
         K, n, H, dev = self.num_tasks, self.num_traj, self.horizon, self.device
 
         def per_task(x: Tensor) -> Tensor:  # [H, B, ...] -> [K, n, H, ...]
             return x.reshape(H, K, n, *x.shape[2:]).movedim(0, 2).contiguous()
 
-        obs, actions = per_task(obs_buf), per_task(act_buf)
         rewards = per_task(torch.as_tensor(rew_buf, dtype=torch.float32, device=dev))
         mask = per_task(torch.as_tensor(mask_buf, dtype=torch.float32, device=dev))
-        flat = {k: v for k, v in params.items()}
-        logp = log_prob(self.spec, flat, obs.view(K, n * H, -1), actions.view(K, n * H, -1))
-        return Trajectories(obs, actions, rewards, mask, logp.view(K, n, H),
+        return Trajectories(per_task(obs_buf), per_task(act_buf), rewards, mask, per_task(logp_buf),
                             torch.as_tensor(tasks, dtype=torch.float32, device=dev))
