@@ -1,5 +1,5 @@
-"""The pluggable objective layer (contract, registry and the built-in objectives).
+"""The pluggable objective layer: `make_objective(name, **params)`, `available()`, `@register`."""
 
-Filled in by the MAML engine issue: each objective is one module here, registered under the
-entry-point group `safemaml.objectives`.
-"""
+from objectives.base import ENTRY_POINT_GROUP, Objective, available, make_objective, register
+
+__all__ = ["ENTRY_POINT_GROUP", "Objective", "available", "make_objective", "register"]

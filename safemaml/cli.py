@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -69,6 +70,93 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+REPO_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+# flag -> dotted config key; None values are not overrides
+TRAIN_FLAGS = {"tasks": "tasks", "iterations": "iterations", "seed": "seed", "device": "device",
+               "meta_batch_size": "meta_batch_size", "fast_batch_size": "fast_batch_size",
+               "post_batch_size": "post_batch_size", "fast_lr": "adapt.fast_lr", "first_order": "adapt.first_order",
+               "meta_optimizer": "meta.name", "max_kl": "meta.max_kl", "objective": "objective.name",
+               "beta": "objective.beta", "delta": "objective.delta", "checkpoint_every": "checkpoint_every"}
+
+
+def _parse_value(text: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    settings = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SafeMamlError(f"--set expects KEY=VALUE, got {item!r}")
+        settings[key.strip()] = _parse_value(value.strip())
+    return settings
+
+
+def _base_config(args: argparse.Namespace):
+    from safemaml import config as config_io
+
+    if args.config:
+        return config_io.load(args.config)
+    candidate = REPO_EXPERIMENTS / f"{args.tasks or 'halfcheetah-vel'}.toml"
+    if candidate.is_file():
+        return config_io.load(candidate)
+    from safemaml.tasks import get_family
+
+    get_family(args.tasks)  # a clear error for unknown families
+    return config_io.TrainConfig(tasks=args.tasks)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Meta-train a policy; writes config, metrics.csv and checkpoints into the run directory."""
+    from objectives import make_objective
+    from safemaml import config as config_io
+    from safemaml.tasks import get_family
+    from safemaml.trainer import train
+
+    if args.resume:
+        out = Path(args.resume)
+        cfg = config_io.load(out / "config.toml") if (out / "config.toml").is_file() else None
+        if cfg is None:
+            raise SafeMamlError(f"{out} is not a run directory (no config.toml)")
+        allowed = {k: v for k, v in _overrides(args).items() if k in ("iterations", "device")}
+        if len(allowed) != len(_overrides(args)):
+            raise SafeMamlError("--resume accepts only --iterations and --device; the rest comes from the run")
+        cfg = config_io.override(cfg, allowed)
+    else:
+        cfg = config_io.override(_base_config(args), _overrides(args))
+        out = Path(args.out or f"runs/{cfg.tasks}-{cfg.objective_name}-seed{cfg.seed}")
+    get_family(cfg.tasks)
+    _device(cfg.device)
+    make_objective(cfg.objective_name, **cfg.objective_params)  # validate before touching the run directory
+    train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Before/after returns of a trained run on a task grid: CSVs, metrics summary and figure."""
+    from safemaml.evaluate import evaluate_run
+
+    _device(args.device)
+    summary = evaluate_run(Path(args.run), Path(args.out) if args.out else None, args.grid, args.trajectories,
+                           args.repeats, args.seed, args.beta, args.delta, args.device)
+    out = Path(args.out) if args.out else Path(args.run) / "eval"
+    print(f"{summary['tasks']} tasks x {args.repeats} x {args.trajectories} trajectories, "
+          f"after {summary['iteration']} meta-iterations")
+    for key in ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
+                "certified_fraction", "certified"):
+        print(f"  {key:20s} {summary[key]: .4g}")
+    print(f"written: {out}/returns.csv, tasks.csv, summary.json, figure.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="safemaml", description="Measure and reduce negative adaptation in MAML.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
@@ -80,6 +168,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("train", help=cmd_train.__doc__)
+    p.add_argument("--config", help="TOML config (default: experiments/FAMILY.toml, the paper's setting)")
+    p.add_argument("--tasks", help="task family (default halfcheetah-vel)")
+    p.add_argument("--objective", help="meta-objective (see `safemaml objectives`)")
+    p.add_argument("--beta", type=float, help="per-task tolerance of Eq. 6")
+    p.add_argument("--delta", type=float, help="fraction of tasks allowed to violate")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--meta-batch-size", type=int)
+    p.add_argument("--fast-batch-size", type=int)
+    p.add_argument("--post-batch-size", type=int)
+    p.add_argument("--fast-lr", type=float)
+    p.add_argument("--first-order", action="store_const", const=True)
+    p.add_argument("--meta-optimizer", choices=["trpo", "adam"])
+    p.add_argument("--max-kl", type=float)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, e.g. adapt.num_steps=2")
+    p.add_argument("--out", help="run directory (default runs/FAMILY-OBJECTIVE-seedS)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
+    p.add_argument("run", help="run directory")
+    p.add_argument("--grid", help="START:STOP:STEP of task parameters (default: the family's grid)")
+    p.add_argument("--trajectories", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--delta", type=float, default=0.1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="output folder (default RUN/eval)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -1,0 +1,101 @@
+"""The objective contract and its registry.
+
+An objective turns a MetaBatch into a scalar loss to minimise (and metrics); it may keep
+state, such as a Lagrange multiplier, that moves after each meta-step. Objectives register
+by name with `@register`, or from another package through the entry-point group
+`safemaml.objectives`. Duplicate names are an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from safemaml.errors import SafeMamlError
+from safemaml.metabatch import MetaBatch
+
+ENTRY_POINT_GROUP = "safemaml.objectives"
+_REGISTRY: dict[str, type["Objective"]] = {}
+_loaded = False
+
+
+@dataclasses.dataclass
+class Objective:
+    """Base class: subclasses are dataclasses whose fields are the objective's parameters."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    beta: float = 0.1  # per-task tolerance of Eq. 6: Pr(Gamma_T <= 0) >= 1 - beta
+    delta: float = 0.1  # fraction of tasks allowed to violate
+
+    def __post_init__(self) -> None:
+        for field in ("beta", "delta"):
+            value = getattr(self, field)
+            if not 0.0 < value < 1.0:
+                raise SafeMamlError(f"{field} must be in (0, 1), got {value}")
+
+    def __call__(self, batch: MetaBatch) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def after_meta_step(self, metrics: dict[str, float]) -> None:
+        """Update internal state (e.g. a multiplier) from the metrics of the step just taken."""
+
+    def state_dict(self) -> dict[str, float]:
+        """State to checkpoint (beyond the parameters): empty unless the objective keeps some."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """Parameter names and defaults."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def register(cls: type[Objective]) -> type[Objective]:
+    """Class decorator: make `cls` available under `cls.name`."""
+    name = getattr(cls, "name", None)
+    if not name:
+        raise SafeMamlError(f"objective {cls.__qualname__} has no name")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise SafeMamlError(f"duplicate objective name {name!r} ({_REGISTRY[name].__module__} and {cls.__module__})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import objectives.maml  # noqa: F401  (the built-ins register themselves)
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if _REGISTRY.get(ep.name) is not cls:
+            if ep.name in _REGISTRY:
+                raise SafeMamlError(f"duplicate objective name {ep.name!r} from entry point {ep.value}")
+            register(cls)
+
+
+def available() -> dict[str, type[Objective]]:
+    _load()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def make_objective(name: str, **params: Any) -> Objective:
+    """Instantiate the objective `name`; unknown names and parameters are one-line errors."""
+    registry = available()
+    if name not in registry:
+        raise SafeMamlError(f"unknown objective {name!r}; known: {', '.join(registry)}")
+    cls = registry[name]
+    unknown = set(params) - set(cls.parameters())
+    if unknown:
+        raise SafeMamlError(f"objective {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
+                            f"it has: {', '.join(cls.parameters())}")
+    return cls(**params)

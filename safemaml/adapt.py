@@ -1,0 +1,92 @@
+"""MAML's inner loop: REINFORCE steps on each task's pre-update trajectories, for all tasks at once.
+
+`adapt` maps shared parameters theta to per-task parameters theta'_T [K, ...], differentiable
+in theta (second order by default). It vmaps one task's adaptation over the K tasks of a
+meta-batch with torch.func; `adapt_loop` is the per-task reference it is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from safemaml.errors import SafeMamlError
+from safemaml.policy import Params, PolicySpec, log_prob
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """The inner loop: step size, number of steps, and first- or second-order meta-gradients."""
+
+    fast_lr: float = 0.1
+    num_steps: int = 1
+    first_order: bool = False
+    vectorize: str = "auto"  # "vmap", "loop", or "auto": vmap on CUDA, the per-task loop on CPU
+
+    def __post_init__(self) -> None:
+        if self.vectorize not in ("auto", "vmap", "loop"):
+            raise SafeMamlError(f"adapt.vectorize must be auto, vmap or loop, got {self.vectorize!r}")
+
+
+def inner_loss(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor, adv: Tensor,
+               mask: Tensor) -> Tensor:
+    """One task's REINFORCE loss -mean_t[log pi(a_t|s_t) A_t] over the steps taken ([n, H] data)."""
+    logp = log_prob(spec, params, obs, actions)
+    return -(logp * adv * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _adapt_one(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,
+               adv: Tensor, mask: Tensor) -> Params:
+    grad_fn = torch.func.grad(lambda p: inner_loss(spec, p, obs, actions, adv, mask))
+    for _ in range(cfg.num_steps):
+        grads = grad_fn(params)
+        if cfg.first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        params = {k: params[k] - cfg.fast_lr * grads[k] for k in params}
+    return params
+
+
+def adapt(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,
+          adv: Tensor, mask: Tensor) -> Params:
+    """theta'_T for every task: data [K, n, H, ...] -> params with a leading K dimension.
+
+    On CPU the per-task loop is the default: the work inside each task is already batched and
+    measured faster than vmap there (docs/performance.md); on CUDA vmap is the win.
+    """
+    use_vmap = cfg.vectorize == "vmap" or (cfg.vectorize == "auto" and obs.device.type == "cuda")
+    fn = adapt_vmap if use_vmap else adapt_loop
+    return fn(spec, cfg, params, obs, actions, adv, mask)
+
+
+def adapt_vmap(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,
+               adv: Tensor, mask: Tensor) -> Params:
+    """`adapt` vmapped over tasks with torch.func."""
+    one = lambda o, a, d, m: _adapt_one(spec, cfg, params, o, a, d, m)  # noqa: E731
+    return torch.func.vmap(one)(obs, actions, adv, mask)
+
+
+def adapt_loop(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,
+               adv: Tensor, mask: Tensor) -> Params:
+    """The per-task Python loop with torch.autograd: the reference `adapt_vmap` is tested against.
+
+    Differentiable in `params` when they require grad and grad mode is on; otherwise it
+    returns detached parameters (sampling, line-search evaluations).
+    """
+    outer = torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
+    if not outer:
+        params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    per_task = []
+    with torch.enable_grad():
+        for k in range(obs.shape[0]):
+            p = params
+            for _ in range(cfg.num_steps):
+                loss = inner_loss(spec, p, obs[k], actions[k], adv[k], mask[k])
+                grads = torch.autograd.grad(loss, list(p.values()), create_graph=outer and not cfg.first_order)
+                if not outer or cfg.first_order:
+                    grads = [g.detach() for g in grads]
+                p = {name: v - cfg.fast_lr * g for (name, v), g in zip(p.items(), grads)}
+            per_task.append(p)
+    stacked = {name: torch.stack([p[name] for p in per_task]) for name in params}
+    return stacked if outer else {k: v.detach() for k, v in stacked.items()}

@@ -1,0 +1,159 @@
+"""Meta-optimisers: TRPO through the inner step (the paper's), and Adam.
+
+Both see the meta-loss as a function `evaluate(theta) -> (loss, kl)` that re-adapts from
+the fixed pre-update data, so a TRPO line-search candidate is judged with its own adapted
+policies. `kl` is the mean KL from the adapted policies that sampled the post-update data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from safemaml.errors import SafeMamlError
+from safemaml.policy import Params
+
+Evaluate = Callable[[Params], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class MetaOptConfig:
+    """The outer optimiser: 'trpo' (the paper's defaults) or 'adam'."""
+
+    name: str = "trpo"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_max_steps: int = 15
+    ls_backtrack_ratio: float = 0.8
+    lr: float = 1e-3  # Adam only
+
+    def __post_init__(self) -> None:
+        if self.name not in ("trpo", "adam"):
+            raise SafeMamlError(f"unknown meta-optimizer {self.name!r}; known: trpo, adam")
+        for field in ("max_kl", "lr", "ls_backtrack_ratio"):
+            if not getattr(self, field) > 0:
+                raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
+        if self.cg_damping < 0 or self.cg_iters < 1 or self.ls_max_steps < 1:
+            raise SafeMamlError("meta.cg_damping must be >= 0, cg_iters and ls_max_steps >= 1")
+
+
+def _flat(tensors) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflat(vector: Tensor, like: Params) -> Params:
+    out, start = {}, 0
+    for name, p in like.items():
+        out[name] = vector[start:start + p.numel()].view_as(p)
+        start += p.numel()
+    return out
+
+
+def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int,
+                       tol: float = 1e-10) -> Tensor:
+    """Solve A x = b for symmetric positive-definite A given only x -> A x."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        Ap = matvec(p)
+        alpha = rr / (p @ Ap)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_new = r @ r
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def autograd_fvp(theta: Params, kl: Tensor) -> Callable[[Tensor], Tensor]:
+    """Hessian-vector products of `kl` in theta by double backward (the general reference)."""
+    kl_grad = _flat(torch.autograd.grad(kl, list(theta.values()), create_graph=True))
+
+    def fvp(v: Tensor) -> Tensor:
+        return _flat(torch.autograd.grad(kl_grad @ v, list(theta.values()), retain_graph=True))
+
+    return fvp
+
+
+def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
+              make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None
+              ) -> tuple[Params, dict[str, float]]:
+    """One TRPO step: natural gradient by CG on Fisher-vector products (Hessian of the KL
+    through the adaptation), scaled to max_kl, then a backtracking line search that accepts
+    the first candidate whose loss improves with KL <= max_kl (else keeps theta).
+
+    `make_fvp(theta)` may supply a faster exact product (safemaml.fisher); by default the KL
+    returned by `evaluate` is differentiated twice.
+    """
+    theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    loss, kl = evaluate(theta)
+    grads = torch.autograd.grad(loss, list(theta.values()), retain_graph=make_fvp is None)
+    hessian_product = make_fvp(theta) if make_fvp is not None else autograd_fvp(theta, kl)
+
+    def fvp(v: Tensor) -> Tensor:
+        return hessian_product(v) + cfg.cg_damping * v
+
+    g = _flat(grads).detach()
+    direction = conjugate_gradient(fvp, g, cfg.cg_iters)
+    shs = 0.5 * (direction @ fvp(direction)).item()
+    step = direction * math.sqrt(cfg.max_kl / max(shs, 1e-12))
+    old_loss = loss.item()
+    base = _flat(theta.values()).detach()
+    info = {"loss_before": old_loss, "grad_norm": g.norm().item(), "ls_steps": float(cfg.ls_max_steps),
+            "accepted": 0.0, "kl": 0.0, "loss_after": old_loss}
+    for i in range(cfg.ls_max_steps):
+        candidate = _unflat(base - cfg.ls_backtrack_ratio ** i * step, theta)
+        with torch.no_grad():
+            new_loss, new_kl = evaluate(candidate)
+        new_loss, new_kl = new_loss.item(), new_kl.item()
+        if math.isfinite(new_loss) and new_loss < old_loss and new_kl <= cfg.max_kl:
+            info.update(ls_steps=float(i + 1), accepted=1.0, kl=new_kl, loss_after=new_loss)
+            return {k: v.detach().clone() for k, v in candidate.items()}, info
+    return {k: v.detach() for k, v in theta.items()}, info
+
+
+class MetaOptimizer:
+    """State of the outer optimiser (Adam moments; TRPO keeps none), checkpointable."""
+
+    def __init__(self, cfg: MetaOptConfig):
+        self.cfg = cfg
+        self.adam_state: dict[str, Tensor] = {}
+        self.steps = 0
+
+    def step(self, params: Params, evaluate: Evaluate,
+             make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None) -> tuple[Params, dict[str, float]]:
+        self.steps += 1
+        if self.cfg.name == "trpo":
+            return trpo_step(params, evaluate, self.cfg, make_fvp)
+        return self._adam(params, evaluate)
+
+    def _adam(self, params: Params, evaluate: Evaluate, b1: float = 0.9, b2: float = 0.999,
+              eps: float = 1e-8) -> tuple[Params, dict[str, float]]:
+        theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        loss, kl = evaluate(theta)
+        grads = dict(zip(theta, torch.autograd.grad(loss, list(theta.values()))))
+        new = {}
+        for k, g in grads.items():
+            m = b1 * self.adam_state.get(f"m.{k}", torch.zeros_like(g)) + (1 - b1) * g
+            v = b2 * self.adam_state.get(f"v.{k}", torch.zeros_like(g)) + (1 - b2) * g * g
+            self.adam_state[f"m.{k}"], self.adam_state[f"v.{k}"] = m, v
+            m_hat, v_hat = m / (1 - b1 ** self.steps), v / (1 - b2 ** self.steps)
+            new[k] = (theta[k] - self.cfg.lr * m_hat / (v_hat.sqrt() + eps)).detach()
+        info = {"loss_before": loss.item(), "grad_norm": _flat(grads.values()).norm().item(),
+                "ls_steps": 0.0, "accepted": 1.0, "kl": float("nan"), "loss_after": float("nan")}
+        return new, info
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "adam_state": dict(self.adam_state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self.adam_state = dict(state["adam_state"])

@@ -1,0 +1,77 @@
+"""Figures: the paper's Figure 1 (velocity grids) and Figure 2 (direction box plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from safemaml.tasks import TaskFamily  # noqa: E402
+
+COLORS = {"pre": "tab:blue", "post": "tab:orange"}
+LABELS = {"pre": "before adaptation (θ)", "post": "after one step (θ′)"}
+
+
+def _bands(ax, x, returns, color, label):
+    q = np.percentile(returns, [5, 25, 50, 75, 95], axis=1)
+    ax.fill_between(x, q[0], q[4], color=color, alpha=0.15, linewidth=0)
+    ax.fill_between(x, q[1], q[3], color=color, alpha=0.3, linewidth=0)
+    ax.plot(x, q[2], color=color, label=label)
+
+
+def before_after_figure(family: TaskFamily, grid: np.ndarray, pre: np.ndarray, post: np.ndarray,
+                        path: Path, title: str = "") -> None:
+    """pre/post [G, repeats, n] -> PNG: bands over a 1-D grid, box plots for directions,
+    a Γ map for 2-D tasks."""
+    G = len(grid)
+    pre, post = pre.reshape(G, -1), post.reshape(G, -1)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    goal = getattr(family, "goal", None)
+    if goal == "direction":
+        positions = np.arange(G) * 3.0
+        for offset, (phase, data) in zip((-0.6, 0.6), (("pre", pre), ("post", post))):
+            ax.boxplot(list(data), positions=positions + offset, widths=1.0, whis=(5, 95), showfliers=False,
+                       patch_artist=True, boxprops={"facecolor": COLORS[phase], "alpha": 0.6})
+            ax.plot([], [], color=COLORS[phase], label=LABELS[phase], linewidth=8, alpha=0.6)
+        ax.set_xticks(positions, [f"direction {d:+g}" for d in grid[:, 0]])
+        ax.set_ylabel("return")
+    elif family.num_params == 1:
+        x = grid[:, 0]
+        lo, hi = family.train_range
+        ax.axvspan(lo, hi, color="grey", alpha=0.12, label="meta-training range")
+        for phase, data in (("pre", pre), ("post", post)):
+            _bands(ax, x, data, COLORS[phase], LABELS[phase])
+        ax.set_xlabel(family.param_names[0])
+        ax.set_ylabel("return")
+    else:
+        gamma = pre.mean(1) - post.mean(1)
+        limit = max(float(np.abs(gamma).max()), 1e-9)
+        sc = ax.scatter(grid[:, 0], grid[:, 1], c=gamma, cmap="coolwarm", vmin=-limit, vmax=limit, s=120)
+        fig.colorbar(sc, ax=ax, label="mean Γ (> 0: negative adaptation)")
+        ax.set_xlabel(family.param_names[0])
+        ax.set_ylabel(family.param_names[1])
+    ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def learning_curve(metrics_csv: Path, path: Path, title: str = "") -> None:
+    """Pre- and post-update mean return per meta-iteration."""
+    data = np.genfromtxt(metrics_csv, delimiter=",", names=True)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(data["iteration"], data["pre_return"], color=COLORS["pre"], label=LABELS["pre"])
+    ax.plot(data["iteration"], data["post_return"], color=COLORS["post"], label=LABELS["post"])
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean return")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,206 @@
+"""Meta-training: `meta_step` (one readable iteration) and `train` (the loop, with progress,
+metrics CSV, checkpoints, resume, Ctrl-C and non-finite guards).
+
+All randomness of iteration i derives from (seed, i), so a run resumed from a checkpoint
+reproduces the metrics of an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from objectives import make_objective
+from safemaml import config as config_io
+from safemaml.config import TrainConfig
+from safemaml.errors import SafeMamlError
+from safemaml.fisher import maml_fvp, supports
+from safemaml.metaopt import MetaOptimizer
+from safemaml.metastep import MetaData, adapted, meta_loss
+from safemaml.metrics import summarize
+from safemaml.policy import Params, PolicySpec
+from safemaml.returns import advantages
+from safemaml.rollout import Sampler
+from safemaml.tasks import get_family
+
+METRIC_FIELDS = ["iteration", "pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative",
+                 "violation_rate", "certified_fraction", "loss_before", "loss_after", "kl", "grad_norm",
+                 "ls_steps", "accepted", "time_sampling", "time_adapt", "time_optimize"]
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed determined by the parts (seed, iteration, phase)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@dataclass
+class Learner:
+    """Everything a meta-step needs that lives across iterations."""
+
+    cfg: TrainConfig
+    spec: PolicySpec
+    params: Params
+    optimizer: MetaOptimizer
+    objective: object
+    pre_sampler: Sampler
+    post_sampler: Sampler
+    device: torch.device
+
+    @classmethod
+    def create(cls, cfg: TrainConfig) -> "Learner":
+        family = get_family(cfg.tasks)
+        device = torch.device(cfg.device)
+        spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation,
+                          cfg.policy.init_std)
+        objective = make_objective(cfg.objective_name, **cfg.objective_params)
+        pre = Sampler(family, spec, cfg.meta_batch_size, cfg.fast_batch_size, device=device)
+        post = pre if cfg.post_batch_size == cfg.fast_batch_size else Sampler(
+            family, spec, cfg.meta_batch_size, cfg.post_batch_size, device=device)
+        return cls(cfg, spec, spec.init(cfg.seed, device), MetaOptimizer(cfg.meta), objective, pre, post, device)
+
+    def advantages(self, traj) -> torch.Tensor:
+        return advantages(traj.obs, traj.rewards, traj.mask, self.cfg.gamma, self.cfg.gae_lambda)
+
+
+def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
+    """Sample, adapt, sample again, and take one meta-optimiser step on the objective."""
+    cfg, t0 = learner.cfg, time.perf_counter()
+    family = learner.pre_sampler.family
+    tasks = family.sample(cfg.meta_batch_size, np.random.default_rng([cfg.seed, iteration]))
+    pre = learner.pre_sampler.sample(learner.params, tasks, seed=derive_seed(cfg.seed, iteration, 0))
+    pre_adv = learner.advantages(pre)
+    t1 = time.perf_counter()
+    fast = {k: v.detach() for k, v in adapted(learner.spec, cfg.adapt, learner.params, pre, pre_adv).items()}
+    t2 = time.perf_counter()
+    post = learner.post_sampler.sample(fast, tasks, seed=derive_seed(cfg.seed, iteration, 1))
+    data = MetaData(pre, post, pre_adv, learner.advantages(post), fast)
+    t3 = time.perf_counter()
+    objective_metrics: dict[str, float] = {}
+
+    def evaluate(theta: Params):
+        loss, kl, extra = meta_loss(learner.spec, cfg.adapt, learner.objective, theta, data)
+        objective_metrics.update(extra)
+        return loss, kl
+
+    make_fvp = (lambda theta: maml_fvp(learner.spec, cfg.adapt, theta, data)) if supports(cfg.adapt) else None
+    new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp)
+    t4 = time.perf_counter()
+    metrics = summarize(pre.returns.cpu().numpy(), post.returns.cpu().numpy(),
+                        getattr(learner.objective, "beta", 0.1), getattr(learner.objective, "delta", 0.1))
+    metrics.update(info)
+    metrics.update({f"objective_{k}": v for k, v in objective_metrics.items()})
+    metrics.update(iteration=float(iteration), time_sampling=(t1 - t0) + (t3 - t2), time_adapt=t2 - t1,
+                   time_optimize=t4 - t3)
+    finite = math.isfinite(info["loss_before"]) and all(bool(torch.isfinite(v).all()) for v in new_params.values())
+    if not finite:
+        raise NonFiniteError(f"non-finite loss or parameters at iteration {iteration}")
+    learner.params = new_params
+    learner.objective.after_meta_step(metrics)
+    return metrics
+
+
+class NonFiniteError(SafeMamlError):
+    pass
+
+
+# ---- run directory: config, metrics, checkpoints ---------------------------------------------
+
+
+def save_checkpoint(learner: Learner, path: Path, iteration: int) -> None:
+    """Atomically write a checkpoint loadable with torch.load(weights_only=True)."""
+    state = {"iteration": iteration, "params": {k: v.detach().cpu() for k, v in learner.params.items()},
+             "optimizer": learner.optimizer.state_dict(), "objective": learner.objective.state_dict(),
+             "config": config_io.dumps(learner.cfg)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise SafeMamlError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class MetricsLog:
+    """metrics.csv, one row per meta-iteration; on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep_below: int | None = None):
+        self.path = path
+        rows = []
+        if keep_below is not None and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(float(r["iteration"])) < keep_below]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, metrics: dict[str, float]) -> None:
+        with self.path.open("a", newline="") as f:
+            row = {k: (int(metrics[k]) if k == "iteration" else f"{metrics.get(k, float('nan')):.6g}")
+                   for k in METRIC_FIELDS}
+            csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore").writerow(row)
+
+
+def _progress(i: int, total: int, m: dict[str, float], per_it: float) -> None:
+    eta = per_it * (total - i - 1)
+    line = (f"[{i + 1:>4}/{total}] pre {m['pre_return']:9.2f}  post {m['post_return']:9.2f}  "
+            f"Γ {m['mean_gamma']:+8.2f}  V̂ {m['violation_rate']:.2f}  {per_it:5.1f} s/it  "
+            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+    end = "\r" if sys.stderr.isatty() and i + 1 < total else "\n"
+    print(line, end=end, file=sys.stderr, flush=True)
+
+
+def prepare_run(cfg: TrainConfig, out: Path) -> None:
+    """Create a new run directory; an existing run there is never overwritten."""
+    if (out / "metrics.csv").exists() or (out / "last.pt").exists():
+        raise SafeMamlError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(config_io.dumps(cfg))
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> Learner:
+    """Meta-train into run directory `out` (created, or resumed from its last.pt)."""
+    learner = Learner.create(cfg)
+    start = 0
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        learner.params = {k: v.to(learner.device) for k, v in ckpt["params"].items()}
+        learner.optimizer.load_state_dict(ckpt["optimizer"])
+        learner.objective.load_state_dict(ckpt["objective"])
+        start = int(ckpt["iteration"]) + 1
+        (out / "config.toml").write_text(config_io.dumps(cfg))
+    else:
+        prepare_run(cfg, out)
+    log = MetricsLog(out / "metrics.csv", keep_below=start if resume else None)
+    last_done = start - 1
+    try:
+        for i in range(start, cfg.iterations):
+            t = time.perf_counter()
+            try:
+                metrics = meta_step(learner, i)
+            except NonFiniteError as exc:
+                raise SafeMamlError(f"{exc}; stopped, the last good checkpoint is {out / 'last.pt'} "
+                                    f"(iteration {last_done})") from None
+            log.append(metrics)
+            last_done = i
+            save_checkpoint(learner, out / "last.pt", i)
+            if (i + 1) % cfg.checkpoint_every == 0:
+                save_checkpoint(learner, out / "checkpoints" / f"iter_{i + 1:05d}.pt", i)
+            if not quiet:
+                _progress(i, cfg.iterations, metrics, time.perf_counter() - t)
+    except KeyboardInterrupt:
+        if last_done >= start:
+            save_checkpoint(learner, out / "last.pt", last_done)
+        print(f"\ninterrupted after iteration {last_done + 1}; resume with: safemaml train --resume {out}",
+              file=sys.stderr)
+        raise
+    return learner
