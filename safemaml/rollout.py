@@ -80,13 +80,13 @@ class Sampler:
         if tasks.shape[0] != K:
             raise SafeMamlError(f"sampler holds {K} tasks, got {tasks.shape[0]}")
         self.env.set_tasks(np.repeat(tasks, n, axis=0))
-        dev, B = self.device, K * n
+        dev, B, dtype = self.device, K * n, params["log_std"].dtype
         gen = torch.Generator(device=dev).manual_seed(seed)
-        obs_buf = torch.zeros(H, B, self.spec.obs_dim, device=dev)
-        act_buf = torch.zeros(H, B, self.spec.act_dim, device=dev)
+        obs_buf = torch.zeros(H, B, self.spec.obs_dim, device=dev, dtype=dtype)
+        act_buf = torch.zeros(H, B, self.spec.act_dim, device=dev, dtype=dtype)
         rew_buf = np.zeros((H, B))
         mask_buf = np.zeros((H, B))
-        logp_buf = torch.zeros(H, K, n, device=dev)
+        logp_buf = torch.zeros(H, K, n, device=dev, dtype=dtype)
         log_std = params["log_std"]
         log_std = log_std.unsqueeze(1) if log_std.dim() == 2 else log_std  # [K, 1, A] for per-task params
         std = torch.exp(log_std)
@@ -95,10 +95,10 @@ class Sampler:
             obs = self.env.reset(seed=seed)
             for t in range(H):
                 mask_buf[t] = ~self.env.done
-                obs_t = torch.as_tensor(obs, dtype=torch.float32).to(dev, non_blocking=True)
+                obs_t = torch.as_tensor(obs, dtype=dtype).to(dev, non_blocking=True)
                 obs_buf[t] = obs_t
                 mean = mean_action(self.spec, params, obs_t.view(K, n, -1))
-                eps = torch.randn(K, n, self.spec.act_dim, generator=gen, device=dev)
+                eps = torch.randn(K, n, self.spec.act_dim, generator=gen, device=dev, dtype=dtype)
                 action = (mean + std * eps).view(B, -1)
                 act_buf[t] = action
                 logp_buf[t] = logp_const - 0.5 * eps.pow(2).sum(-1)  # (a - mean) / std is eps
@@ -113,7 +113,8 @@ class Sampler:
         def per_task(x: Tensor) -> Tensor:  # [H, B, ...] -> [K, n, H, ...]
             return x.reshape(H, K, n, *x.shape[2:]).movedim(0, 2).contiguous()
 
-        rewards = per_task(torch.as_tensor(rew_buf, dtype=torch.float32, device=dev))
-        mask = per_task(torch.as_tensor(mask_buf, dtype=torch.float32, device=dev))
+        dtype = obs_buf.dtype
+        rewards = per_task(torch.as_tensor(rew_buf, dtype=dtype, device=dev))
+        mask = per_task(torch.as_tensor(mask_buf, dtype=dtype, device=dev))
         return Trajectories(per_task(obs_buf), per_task(act_buf), rewards, mask, per_task(logp_buf),
-                            torch.as_tensor(tasks, dtype=torch.float32, device=dev))
+                            torch.as_tensor(tasks, dtype=dtype, device=dev))
