@@ -51,10 +51,20 @@ class Objective:
         for key, value in state.items():
             setattr(self, key, value)
 
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        """The objective's Optuna search space: parameter values drawn from `trial`."""
+        return {"beta": trial.suggest_float("beta", 0.05, 0.3), "delta": trial.suggest_float("delta", 0.05, 0.3)}
+
     @classmethod
     def parameters(cls) -> dict[str, Any]:
-        """Parameter names and defaults."""
-        return {f.name: f.default for f in dataclasses.fields(cls)}
+        """Parameter names and defaults (fields marked `state()` are internal state, not parameters)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if not f.metadata.get("state")}
+
+
+def state(default: float = 0.0) -> Any:
+    """A dataclass field holding internal state (checkpointed, not a user parameter)."""
+    return dataclasses.field(default=default, metadata={"state": True})
 
 
 def register(cls: type[Objective]) -> type[Objective]:
@@ -73,7 +83,10 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    import objectives.maml  # noqa: F401  (the built-ins register themselves)
+    import objectives.cvar  # noqa: F401  (the built-ins register themselves)
+    import objectives.lagrangian  # noqa: F401
+    import objectives.maml  # noqa: F401
+    import objectives.quantile  # noqa: F401
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         cls = ep.load()
@@ -98,4 +111,11 @@ def make_objective(name: str, **params: Any) -> Objective:
     if unknown:
         raise SafeMamlError(f"objective {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
                             f"it has: {', '.join(cls.parameters())}")
+    defaults = cls.parameters()
+    for key, value in params.items():
+        default = defaults[key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            params[key] = float(value)
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise SafeMamlError(f"objective {name!r}: {key} must be a {type(default).__name__}, got {value!r}")
     return cls(**params)

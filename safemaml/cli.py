@@ -91,6 +91,7 @@ def _parse_value(text: str):
 
 def _overrides(args: argparse.Namespace) -> dict:
     settings = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    settings.update(args.objective_flags)
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -138,6 +139,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
     print(f"run directory: {out}")
     return 0
+
+
+def cmd_objectives(args: argparse.Namespace) -> int:
+    """List every registered objective with its parameters, defaults and a one-line description."""
+    from objectives import available
+
+    for name, cls in available().items():
+        print(f"{name}: {cls.description}")
+        params = ", ".join(f"{k}={v!r}" for k, v in cls.parameters().items())
+        print(f"    {params}")
+    return 0
+
+
+def _objective_flags(extra: list[str]) -> dict:
+    """`--name value` pairs left over by argparse: parameters of the chosen objective."""
+    settings, i = {}, 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--"):
+            raise SafeMamlError(f"unexpected argument {flag!r}")
+        name, sep, value = flag[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(extra):
+                raise SafeMamlError(f"{flag} expects a value")
+            value, i = extra[i + 1], i + 1
+        settings[f"objective.{name.replace('-', '_')}"] = _parse_value(value)
+        i += 1
+    return settings
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -203,12 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="output folder (default RUN/eval)")
     p.set_defaults(func=cmd_evaluate)
+
+    sub.add_parser("objectives", help=cmd_objectives.__doc__).set_defaults(func=cmd_objectives)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra and args.command != "train":
+            raise SafeMamlError(f"unrecognized arguments: {' '.join(extra)}")
+        args.objective_flags = _objective_flags(extra) if extra else {}
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SafeMamlError as exc:

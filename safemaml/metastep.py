@@ -49,7 +49,8 @@ def meta_loss(spec: PolicySpec, cfg: AdaptConfig, objective, params: Params,
     logp_pre = log_prob(spec, params, pre.obs.view(K, n * H, -1), pre.actions.view(K, n * H, -1)).view(K, n, H)
     batch = MetaBatch(
         pre_returns=pre.returns, post_returns=post.returns, surrogates=surrogates,
-        pre_loglik=(logp_pre * pre.mask).sum(-1), post_loglik=(logp_post * post.mask).sum(-1),
+        pre_loglik=(logp_pre * pre.mask).sum(-1), pre_loglik_old=(pre.log_probs * pre.mask).sum(-1),
+        post_loglik=(logp_post * post.mask).sum(-1),
         post_loglik_old=(post.log_probs * post.mask).sum(-1), tasks=pre.tasks)
     loss, metrics = objective(batch)
     return loss, kl.mean(), metrics

@@ -130,24 +130,35 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class MetricsLog:
-    """metrics.csv, one row per meta-iteration; on resume, rows past the checkpoint are dropped."""
+    """metrics.csv, one row per meta-iteration: the common fields, then the objective's own
+    (`objective_*`, fixed by the first row). On resume, rows past the checkpoint are dropped."""
 
     def __init__(self, path: Path, keep_below: int | None = None):
-        self.path = path
-        rows = []
+        self.path, self.fields, rows = path, None, []
         if keep_below is not None and path.exists():
             with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(float(r["iteration"])) < keep_below]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore")
-            writer.writeheader()
+                reader = csv.DictReader(f)
+                self.fields = reader.fieldnames
+                rows = [r for r in reader if int(float(r["iteration"])) < keep_below]
+        if self.fields is None:
+            path.write_text("")
+            return
+        self._write(rows, "w", header=True)
+
+    def _write(self, rows: list[dict], mode: str, header: bool) -> None:
+        with self.path.open(mode, newline="") as f:
+            writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
+            if header:
+                writer.writeheader()
             writer.writerows(rows)
 
     def append(self, metrics: dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            row = {k: (int(metrics[k]) if k == "iteration" else f"{metrics.get(k, float('nan')):.6g}")
-                   for k in METRIC_FIELDS}
-            csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore").writerow(row)
+        header = self.fields is None
+        if header:
+            self.fields = METRIC_FIELDS + sorted(k for k in metrics if k.startswith("objective_"))
+        row = {k: (int(metrics[k]) if k == "iteration" else f"{metrics.get(k, float('nan')):.6g}")
+               for k in self.fields}
+        self._write([row], "a", header)
 
 
 def _progress(i: int, total: int, m: dict[str, float], per_it: float) -> None:

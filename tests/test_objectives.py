@@ -1,0 +1,123 @@
+"""The objective contract, for every registered objective, plus plug-ins and multiplier dynamics."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+import torch
+
+from objectives import available, make_objective
+from objectives.base import register
+from safemaml.errors import SafeMamlError
+from safemaml.metabatch import MetaBatch
+
+BUILT_IN = {"maml", "lagrangian", "cvar", "quantile"}
+
+
+def _batch(K=5, n=6, m=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    post_ll = torch.randn(K, m, generator=g, dtype=torch.float64) + theta.sum()
+    pre_ll = torch.randn(K, n, generator=g, dtype=torch.float64) + theta[0]
+    batch = MetaBatch(pre_returns=torch.randn(K, n, generator=g, dtype=torch.float64) * 5,
+                      post_returns=torch.randn(K, m, generator=g, dtype=torch.float64) * 5,
+                      surrogates=(theta ** 2).sum() * torch.ones(K, dtype=torch.float64),
+                      pre_loglik=pre_ll, pre_loglik_old=pre_ll.detach(),
+                      post_loglik=post_ll, post_loglik_old=post_ll.detach(), tasks=torch.zeros(K, 1))
+    return theta, batch
+
+
+def test_built_ins_are_registered():
+    assert BUILT_IN <= set(available())
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_objective_contract(name, tmp_path):
+    cls = available()[name]
+    assert cls.name == name and cls.description and {"beta", "delta"} <= set(cls.parameters())
+    objective = make_objective(name, beta=0.2, delta=0.3)
+    theta, batch = _batch()
+    loss, metrics = objective(batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    (grad,) = torch.autograd.grad(loss, theta)
+    assert torch.isfinite(grad).all()
+    assert all(isinstance(v, float) for v in metrics.values())
+    objective.after_meta_step({"violation_rate": 0.5, **metrics})
+    restored = make_objective(name, beta=0.2, delta=0.3)
+    restored.load_state_dict(objective.state_dict())
+    assert restored.state_dict() == objective.state_dict()
+    # its search space, drawn by a real Optuna trial on an SQLite storage, builds a valid objective
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name)
+    params = cls.search_space(study.ask())
+    assert {"beta", "delta"} <= set(params)
+    make_objective(name, **params)
+
+
+@pytest.mark.parametrize("params,message", [({"beta": 0.0}, "beta"), ({"delta": 1.0}, "delta"),
+                                            ({"eta": -1.0}, "eta"), ({"nope": 1}, "no parameter")])
+def test_bad_parameters_are_errors(params, message):
+    with pytest.raises(SafeMamlError, match=message):
+        make_objective("cvar", **params)
+
+
+def test_unknown_objective_and_duplicate_names():
+    with pytest.raises(SafeMamlError, match="unknown objective"):
+        make_objective("cvar2")
+    with pytest.raises(SafeMamlError, match="duplicate objective name 'cvar'"):
+        @register
+        @dataclasses.dataclass
+        class Another(available()["maml"]):
+            name = "cvar"
+
+
+@pytest.mark.parametrize("update", ["dual", "pid"])
+def test_multiplier_rises_while_violated_and_returns_to_zero(update):
+    obj = make_objective("lagrangian", delta=0.1, update=update, lambda_lr=0.5, kp=0.5, ki=0.5)
+    trace = []
+    for violation in [0.6] * 5 + [0.0] * 40:
+        obj.after_meta_step({"violation_rate": violation})
+        trace.append(obj.multiplier)
+    rising, falling = trace[:5], trace[5:]
+    assert all(b > a for a, b in zip(rising, rising[1:])) and rising[0] > 0
+    assert all(b <= a for a, b in zip(falling, falling[1:]))
+    assert falling[-1] == 0.0
+
+
+def test_plugin_installed_through_the_entry_point(tmp_path):
+    """A throw-away distribution on sys.path registers an objective via `safemaml.objectives`."""
+    (tmp_path / "myobjective.py").write_text(textwrap.dedent('''
+        import dataclasses
+        from objectives.base import Objective
+
+        @dataclasses.dataclass
+        class HalfMaml(Objective):
+            name = "half-maml"
+            description = "half of MAML's loss (a plug-in for tests)"
+            weight: float = 0.5
+
+            def __call__(self, batch):
+                return self.weight * batch.surrogates.mean(), {}
+    '''))
+    dist = tmp_path / "myobjective-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myobjective\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[safemaml.objectives]\nhalf-maml = myobjective:HalfMaml\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    listing = subprocess.run([sys.executable, "-m", "safemaml", "objectives"], capture_output=True, text=True, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "half-maml: half of MAML's loss" in listing.stdout and "weight=0.5" in listing.stdout
+    check = subprocess.run([sys.executable, "-c", textwrap.dedent('''
+        import torch
+        from objectives import make_objective
+        from safemaml.metabatch import MetaBatch
+        obj = make_objective("half-maml", weight=0.25)
+        z = torch.zeros(2, 3)
+        b = MetaBatch(z, z, torch.tensor([4.0, 8.0]), z, z, z, z, torch.zeros(2, 1))
+        print(obj(b)[0].item())
+    ''')], capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stderr
+    assert float(check.stdout) == 1.5
