@@ -141,6 +141,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train and evaluate several objectives with the same config, seeds and evaluation tasks."""
+    from objectives import make_objective
+    from safemaml import config as config_io
+    from safemaml.compare import compare
+
+    cfg = config_io.override(_base_config(args), _overrides(args))
+    for name in args.objectives:
+        make_objective(name, **{k: v for k, v in cfg.objective_params.items() if k in ("beta", "delta")})
+    if cfg.objective_params.keys() - {"beta", "delta"}:
+        raise SafeMamlError("compare shares only beta and delta between objectives; set others per run with train")
+    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet)
+    print((Path(args.out) / "comparison.md").read_text(), end="")
+    return 0 if rows else 1
+
+
 def cmd_objectives(args: argparse.Namespace) -> int:
     """List every registered objective with its parameters, defaults and a one-line description."""
     from objectives import available
@@ -234,6 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("objectives", help=cmd_objectives.__doc__).set_defaults(func=cmd_objectives)
+
+    p = sub.add_parser("compare", help=cmd_compare.__doc__)
+    p.add_argument("--objectives", nargs="+", default=["maml", "lagrangian", "cvar", "quantile"])
+    p.add_argument("--config")
+    p.add_argument("--tasks")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--beta", type=float)
+    p.add_argument("--delta", type=float)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--trajectories", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--eval-seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare, **{k: None for k in TRAIN_FLAGS if k not in
+                                        ("tasks", "iterations", "seed", "beta", "delta")})
     return parser
 
 
