@@ -11,6 +11,8 @@ through the whole adaptation. Tested equal to the autograd double-backward produ
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Callable
 
 import torch
@@ -38,9 +40,23 @@ def _block_hvp(loss: Tensor, leaves: Params) -> Callable[[Params], Params]:
     return hvp
 
 
-def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data) -> FVP:
-    """The Fisher-vector product of TRPO's KL through one inner step, at theta0 (flat vectors)."""
-    pre, post = data.pre, data.post
+def _first(traj, count: int):
+    """The first `count` trajectories of every task (they are i.i.d., so this is a random subsample)."""
+    return dataclasses.replace(traj, **{f: getattr(traj, f)[:, :count] for f in
+                                        ("obs", "actions", "rewards", "mask", "log_probs")})
+
+
+def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample: float = 1.0) -> FVP:
+    """The Fisher-vector product of TRPO's KL through one inner step, at theta0 (flat vectors).
+
+    `subsample` < 1 estimates the curvature from that fraction of each task's trajectories (the
+    common TRPO economy: it shapes only the search direction; the line search still enforces
+    the exact KL). 1.0 is exact.
+    """
+    n_sub = max(2, math.ceil(subsample * data.pre.rewards.shape[1]))
+    m_sub = max(2, math.ceil(subsample * data.post.rewards.shape[1]))
+    pre, post = _first(data.pre, n_sub), _first(data.post, m_sub)
+    pre_adv = data.pre_adv[:, :n_sub]
     K, m, H = post.rewards.shape
     old = data.sampling_params
     names = list(theta0)
@@ -52,7 +68,7 @@ def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data) -> FVP:
         n = pre.rewards.shape[1]
         logp = log_prob(spec, leaves, pre.obs.view(K, n * H, -1), pre.actions.view(K, n * H, -1)).view(K, n, H)
         # the sum over tasks of each task's inner loss (as adapt.inner_loss), batched over tasks
-        inner = (-(logp * data.pre_adv * pre.mask).sum((1, 2)) / pre.mask.sum((1, 2)).clamp_min(1.0)).sum()
+        inner = (-(logp * pre_adv * pre.mask).sum((1, 2)) / pre.mask.sum((1, 2)).clamp_min(1.0)).sum()
         inner_hvp = _block_hvp(inner, leaves)
 
     post_leaves = {k: v.detach().clone().requires_grad_(True) for k, v in old.items()}

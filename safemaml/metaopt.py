@@ -31,6 +31,7 @@ class MetaOptConfig:
     ls_max_steps: int = 15
     ls_backtrack_ratio: float = 0.8
     lr: float = 1e-3  # Adam only
+    fvp_subsample: float = 1.0  # fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)
 
     def __post_init__(self) -> None:
         if self.name not in ("trpo", "adam"):
@@ -38,6 +39,8 @@ class MetaOptConfig:
         for field in ("max_kl", "lr", "ls_backtrack_ratio"):
             if not getattr(self, field) > 0:
                 raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
+        if not 0 < self.fvp_subsample <= 1:
+            raise SafeMamlError(f"meta.fvp_subsample must be in (0, 1], got {self.fvp_subsample}")
         if self.cg_damping < 0 or self.cg_iters < 1 or self.ls_max_steps < 1:
             raise SafeMamlError("meta.cg_damping must be >= 0, cg_iters and ls_max_steps >= 1")
 

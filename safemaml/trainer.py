@@ -89,7 +89,10 @@ def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
         objective_metrics.update(extra)
         return loss, kl
 
-    make_fvp = (lambda theta: maml_fvp(learner.spec, cfg.adapt, theta, data)) if supports(cfg.adapt) else None
+    make_fvp = None
+    if supports(cfg.adapt):
+        def make_fvp(theta: Params):
+            return maml_fvp(learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
     new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp)
     t4 = time.perf_counter()
     metrics = summarize(pre.returns.cpu().numpy(), post.returns.cpu().numpy(),

@@ -65,3 +65,23 @@ def test_trpo_step_improves_the_surrogate_within_the_trust_region():
     with torch.no_grad():
         loss, kl = evaluate(new)
     assert loss.item() < info["loss_before"] and 0 < kl.item() <= opt.max_kl
+
+
+def test_fvp_subsample_uses_the_first_trajectories_of_each_task():
+    import dataclasses as dc
+
+    learner, cfg, data = _meta_data()
+    theta = {k: v.detach().requires_grad_(True) for k, v in learner.params.items()}
+    half = dc.replace(data, pre=_slice(data.pre, 2), post=_slice(data.post, 2), pre_adv=data.pre_adv[:, :2])
+    v = torch.randn(sum(p.numel() for p in theta.values()), generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    sub = maml_fvp(learner.spec, cfg.adapt, theta, data, subsample=0.5)(v)
+    torch.testing.assert_close(sub, maml_fvp(learner.spec, cfg.adapt, theta, half)(v))
+    assert not torch.allclose(sub, maml_fvp(learner.spec, cfg.adapt, theta, data)(v))
+
+
+def _slice(traj, count):
+    import dataclasses as dc
+
+    return dc.replace(traj, **{f: getattr(traj, f)[:, :count] for f in ("obs", "actions", "rewards", "mask",
+                                                                         "log_probs")})
