@@ -157,6 +157,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if rows else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Draw a run's learning curve (pre- and post-update return per meta-iteration) as PNG."""
+    from safemaml.report import learning_curve
+
+    run = Path(args.run)
+    if not (run / "metrics.csv").is_file():
+        raise SafeMamlError(f"{run} is not a run directory (no metrics.csv)")
+    out = Path(args.out) if args.out else run / "learning_curve.png"
+    learning_curve(run / "metrics.csv", out, title=args.title or run.name)
+    print(f"written: {out}")
+    return 0
+
+
 def cmd_objectives(args: argparse.Namespace) -> int:
     """List every registered objective with its parameters, defaults and a one-line description."""
     from objectives import available
@@ -250,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("objectives", help=cmd_objectives.__doc__).set_defaults(func=cmd_objectives)
+
+    p = sub.add_parser("report", help=cmd_report.__doc__)
+    p.add_argument("run")
+    p.add_argument("--out")
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help=cmd_compare.__doc__)
     p.add_argument("--objectives", nargs="+", default=["maml", "lagrangian", "cvar", "quantile"])

@@ -106,3 +106,10 @@ def test_cli_bad_train_values_exit_2_and_write_nothing(tmp_path, capsys, extra, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not out.exists()
+
+
+def test_report_draws_the_learning_curve(tmp_path):
+    train(tiny_config(iterations=2), tmp_path / "run", quiet=True)
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", str(tmp_path / "missing")]) == 2
