@@ -77,7 +77,7 @@ TRAIN_FLAGS = {"tasks": "tasks", "iterations": "iterations", "seed": "seed", "de
                "meta_batch_size": "meta_batch_size", "fast_batch_size": "fast_batch_size",
                "post_batch_size": "post_batch_size", "fast_lr": "adapt.fast_lr", "first_order": "adapt.first_order",
                "meta_optimizer": "meta.name", "max_kl": "meta.max_kl", "objective": "objective.name",
-               "beta": "objective.beta", "delta": "objective.delta", "checkpoint_every": "checkpoint_every"}
+               "beta": "objective.beta", "delta": "objective.delta", "checkpoint_every": "checkpoint_every", "init": "init"}
 
 
 def _parse_value(text: str):
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta-optimizer", choices=["trpo", "adam"])
     p.add_argument("--max-kl", type=float)
     p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--init", metavar="RUN", help="start from the policy of RUN (a run directory or checkpoint)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, e.g. adapt.num_steps=2")
     p.add_argument("--out", help="run directory (default runs/FAMILY-OBJECTIVE-seedS)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
@@ -279,13 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float)
     p.add_argument("--delta", type=float)
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--init", metavar="RUN", help="start every objective from the policy of RUN")
     p.add_argument("--trajectories", type=int, default=20)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare, **{k: None for k in TRAIN_FLAGS if k not in
-                                        ("tasks", "iterations", "seed", "beta", "delta")})
+                                        ("tasks", "iterations", "seed", "beta", "delta", "init")})
     return parser
 
 

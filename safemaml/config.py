@@ -38,6 +38,7 @@ class TrainConfig:
     gamma: float = 0.99
     gae_lambda: float = 1.0
     checkpoint_every: int = 10
+    init: str = ""  # start theta from this checkpoint (or run directory's last.pt) instead of a fresh policy
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     meta: MetaOptConfig = field(default_factory=MetaOptConfig)

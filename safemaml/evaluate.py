@@ -26,17 +26,17 @@ from safemaml.trainer import derive_seed, load_checkpoint
 
 
 def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
-    """'START:STOP:STEP' (stop included) for one-parameter families."""
-    if family.num_params != 1:
-        raise SafeMamlError(f"--grid START:STOP:STEP needs a one-parameter family; {family.name} has "
-                            f"{family.num_params}")
+    """'START:STOP:STEP' (stop included); for a family with several parameters, the same range on
+    every axis (their Cartesian product)."""
     try:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
         raise SafeMamlError(f"--grid must be START:STOP:STEP, got {text!r}") from None
     if step <= 0 or stop < start:
         raise SafeMamlError(f"--grid {text!r}: need STEP > 0 and STOP >= START")
-    return family.validate(np.round(np.arange(start, stop + step * 1e-6, step), 10))
+    axis = np.round(np.arange(start, stop + step * 1e-6, step), 10)
+    mesh = np.meshgrid(*[axis] * family.num_params, indexing="ij")
+    return family.validate(np.stack(mesh, axis=-1).reshape(-1, family.num_params))
 
 
 def sample_before_after(family: TaskFamily, cfg, params, grid: np.ndarray, n: int, repeats: int,

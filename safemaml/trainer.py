@@ -63,10 +63,24 @@ class Learner:
         pre = Sampler(family, spec, cfg.meta_batch_size, cfg.fast_batch_size, device=device)
         post = pre if cfg.post_batch_size == cfg.fast_batch_size else Sampler(
             family, spec, cfg.meta_batch_size, cfg.post_batch_size, device=device)
-        return cls(cfg, spec, spec.init(cfg.seed, device), MetaOptimizer(cfg.meta), objective, pre, post, device)
+        params = initial_params(cfg, spec, device)
+        return cls(cfg, spec, params, MetaOptimizer(cfg.meta), objective, pre, post, device)
 
     def advantages(self, traj) -> torch.Tensor:
         return advantages(traj.obs, traj.rewards, traj.mask, self.cfg.gamma, self.cfg.gae_lambda)
+
+
+def initial_params(cfg: TrainConfig, spec: PolicySpec, device: torch.device) -> Params:
+    """A fresh policy from the seed, or the parameters of the checkpoint named by `cfg.init`."""
+    fresh = spec.init(cfg.seed, device)
+    if not cfg.init:
+        return fresh
+    path = Path(cfg.init)
+    ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
+    params = ckpt["params"]
+    if {k: tuple(v.shape) for k, v in params.items()} != {k: tuple(v.shape) for k, v in fresh.items()}:
+        raise SafeMamlError(f"--init {cfg.init}: its policy does not have this run's shape")
+    return {k: v.to(device=device, dtype=fresh[k].dtype) for k, v in params.items()}
 
 
 def meta_step(learner: Learner, iteration: int) -> dict[str, float]:

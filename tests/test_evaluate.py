@@ -66,6 +66,17 @@ def test_figure_is_written(evaluated):
 
 
 def test_evaluate_bad_grid_is_one_line(tmp_path, capsys, evaluated):
-    assert main(["evaluate", str(evaluated.parent), "--grid", "0:3:0.5"]) == 2
-    assert "one-parameter family" in capsys.readouterr().err
+    assert main(["evaluate", str(evaluated.parent), "--grid", "0:3:0.5"]) == 2  # nav2d accepts [-2, 2]^2
+    assert "outside the accepted domain" in capsys.readouterr().err
+    assert main(["evaluate", str(evaluated.parent), "--grid", "1:0:0.5"]) == 2
+    assert "STEP > 0" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
+
+
+def test_grid_is_a_cartesian_product_for_two_parameter_families():
+    from safemaml.evaluate import parse_grid
+    from safemaml.tasks import get_family
+
+    grid = parse_grid("-1:1:1", get_family("nav2d"))
+    assert grid.shape == (9, 2) and {tuple(g) for g in grid} == {(x, y) for x in (-1, 0, 1) for y in (-1, 0, 1)}
+    assert parse_grid("0:1:0.5", get_family("halfcheetah-vel"))[:, 0].tolist() == [0.0, 0.5, 1.0]

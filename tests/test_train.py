@@ -113,3 +113,14 @@ def test_report_draws_the_learning_curve(tmp_path):
     assert main(["report", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_init_starts_from_another_runs_policy(tmp_path):
+    train(tiny_config(iterations=1), tmp_path / "base", quiet=True)
+    base = torch.load(tmp_path / "base" / "last.pt", weights_only=True)["params"]
+    from safemaml.trainer import Learner
+
+    learner = Learner.create(tiny_config(init=str(tmp_path / "base")))
+    assert all(torch.equal(learner.params[k], base[k]) for k in base)
+    with pytest.raises(SafeMamlError, match="shape"):
+        Learner.create(tiny_config(init=str(tmp_path / "base"), **{"policy.hidden": [8]}))
