@@ -59,13 +59,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tasks", default="halfcheetah-vel")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--fvp-subsample", type=float, default=1.0, help="TRPO curvature from this fraction")
     args = parser.parse_args()
-    cfg = config_io.override(config_io.load(REPO_EXPERIMENTS / f"{args.tasks}.toml"), {"device": args.device})
+    cfg = config_io.override(config_io.load(REPO_EXPERIMENTS / f"{args.tasks}.toml"),
+                             {"device": args.device, "meta.fvp_subsample": args.fvp_subsample})
     learner = Learner.create(cfg)
     print(f"# meta-iteration benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, device {args.device}")
     print(f"# {cfg.tasks}: {cfg.meta_batch_size} tasks x ({cfg.fast_batch_size} + {cfg.post_batch_size}) "
-          f"trajectories, TRPO cg_iters={cfg.meta.cg_iters}")
+          f"trajectories, TRPO cg_iters={cfg.meta.cg_iters}, fvp_subsample={cfg.meta.fvp_subsample}")
     rows = [meta_step(learner, i) for i in range(args.repeats)]
     best = min(rows, key=lambda m: m["time_sampling"] + m["time_adapt"] + m["time_optimize"])
     sampling, adaptation, trpo = best["time_sampling"], best["time_adapt"], best["time_optimize"]
