@@ -121,3 +121,20 @@ def test_plugin_installed_through_the_entry_point(tmp_path):
     ''')], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stderr
     assert float(check.stdout) == 1.5
+
+
+@pytest.mark.parametrize("name", ["lagrangian", "cvar", "quantile"])
+def test_pre_update_gradient_only_when_asked(name):
+    """pre_update_grad = false (the default) keeps the penalty off pi_theta's own trajectories."""
+    params = {"multiplier": 5.0} if name == "lagrangian" else {}
+    grads = {}
+    for flag in (False, True):
+        theta, batch = _batch(seed=4)
+        # make the penalty active: adaptation makes every task worse
+        batch = dataclasses.replace(batch, post_returns=batch.post_returns - 50.0)
+        pre_only = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        batch.pre_loglik = batch.pre_loglik + pre_only[1] * torch.arange(batch.pre_loglik.shape[1])
+        loss, _ = make_objective(name, pre_update_grad=flag, **params)(batch)
+        (grad,) = torch.autograd.grad(loss, pre_only, allow_unused=True)
+        grads[flag] = 0.0 if grad is None else grad[1].item()
+    assert grads[False] == 0.0 and grads[True] != 0.0

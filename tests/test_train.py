@@ -99,7 +99,9 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
                                            (["--objective", "nope"], "unknown objective"),
                                            (["--set", "adapt.fast_lr=-1"], "fast_lr"),
                                            (["--set", "objective.eta=2"], "has no parameter"),
-                                           (["--tasks", "nav3d"], "unknown task family")])
+                                           (["--tasks", "nav3d"], "unknown task family"),
+                                           (["--objective", "lagrangian", "--multiplier", "-1"], "multiplier"),
+                                           (["--delta", "0"], "delta must be in (0, 1)")])
 def test_cli_bad_train_values_exit_2_and_write_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *extra]) == 2
