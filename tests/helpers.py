@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from safemaml import config as config_io
-from safemaml.adapt import AdaptConfig
 from safemaml.policy import PolicySpec
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
@@ -32,5 +31,3 @@ def pre_batch(family="nav2d", K=3, n=4, seed=0, dtype=torch.float64):
     adv = advantages(traj.obs, traj.rewards, traj.mask, 0.99, 1.0)
     return spec, params, traj, adv
 
-
-AdaptConfig = AdaptConfig

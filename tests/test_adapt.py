@@ -1,5 +1,3 @@
-import dataclasses
-
 import pytest
 import torch
 
@@ -56,4 +54,3 @@ def test_adaptation_moves_each_task_differently():
     fast = adapt_vmap(spec, AdaptConfig(), params, traj.obs, traj.actions, adv, traj.mask)
     assert fast["w0"].shape == (3, *params["w0"].shape)
     assert not torch.allclose(fast["w2"][0], fast["w2"][1])
-    assert dataclasses.is_dataclass(AdaptConfig())

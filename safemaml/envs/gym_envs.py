@@ -7,6 +7,7 @@ vectorization_mode="vector_entry_point")`, with Gymnasium's next-step autoreset.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -19,7 +20,6 @@ from safemaml.envs.mujoco_batch import quiet_mujoco
 from safemaml.errors import SafeMamlError
 
 TASK_KWARG = {"velocity": "goal_velocity", "direction": "direction"}
-DEFAULT_TASK = {"velocity": 1.0, "direction": 1.0}
 
 
 def _family(name: str):
@@ -29,11 +29,15 @@ def _family(name: str):
 
 
 class _TaskReward:
-    """Mixin: replace a Gymnasium locomotion env's reward by the family's."""
+    """Mixin: a Gymnasium locomotion env whose reward is the family's, the task a make kwarg."""
 
     family_name: str
+    task_kwarg: str
 
-    def _init_task(self, task: float) -> None:
+    def __init__(self, **kwargs: Any):
+        task = kwargs.pop(self.task_kwarg, 1.0)
+        with quiet_mujoco():
+            super().__init__(**kwargs)
         self.family = _family(self.family_name)
         self.task = self.family.validate(task)[0]
 
@@ -45,39 +49,19 @@ class _TaskReward:
 
 
 class HalfCheetahVelEnv(_TaskReward, HalfCheetahEnv):
-    family_name = "halfcheetah-vel"
-
-    def __init__(self, goal_velocity: float = 1.0, **kwargs: Any):
-        with quiet_mujoco():
-            super().__init__(**kwargs)
-        self._init_task(goal_velocity)
+    family_name, task_kwarg = "halfcheetah-vel", "goal_velocity"
 
 
 class HalfCheetahDirEnv(_TaskReward, HalfCheetahEnv):
-    family_name = "halfcheetah-dir"
-
-    def __init__(self, direction: float = 1.0, **kwargs: Any):
-        with quiet_mujoco():
-            super().__init__(**kwargs)
-        self._init_task(direction)
+    family_name, task_kwarg = "halfcheetah-dir", "direction"
 
 
 class AntVelEnv(_TaskReward, AntEnv):
-    family_name = "ant-vel"
-
-    def __init__(self, goal_velocity: float = 1.0, **kwargs: Any):
-        with quiet_mujoco():
-            super().__init__(**kwargs)
-        self._init_task(goal_velocity)
+    family_name, task_kwarg = "ant-vel", "goal_velocity"
 
 
 class AntDirEnv(_TaskReward, AntEnv):
-    family_name = "ant-dir"
-
-    def __init__(self, direction: float = 1.0, **kwargs: Any):
-        with quiet_mujoco():
-            super().__init__(**kwargs)
-        self._init_task(direction)
+    family_name, task_kwarg = "ant-dir", "direction"
 
 
 class LocomotionVectorEnv(VectorEnv):
@@ -94,7 +78,7 @@ class LocomotionVectorEnv(VectorEnv):
         unknown = set(task) - {kwarg}
         if unknown:
             raise SafeMamlError(f"{family}: unknown argument(s) {sorted(unknown)}; the task is {kwarg}=")
-        value = np.broadcast_to(task.get(kwarg, DEFAULT_TASK[self.family.goal]), (num_envs,))
+        value = np.broadcast_to(task.get(kwarg, 1.0), (num_envs,))
         self.engine = self.family.make_env(num_envs)
         self.engine.set_tasks(self.family.validate(value.reshape(-1, 1)))
         self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
@@ -132,33 +116,17 @@ class LocomotionVectorEnv(VectorEnv):
 
 
 
-def make_halfcheetah_vel_vec(num_envs: int, **kwargs: Any) -> LocomotionVectorEnv:
-    return LocomotionVectorEnv("halfcheetah-vel", num_envs, **kwargs)
-
-
-def make_halfcheetah_dir_vec(num_envs: int, **kwargs: Any) -> LocomotionVectorEnv:
-    return LocomotionVectorEnv("halfcheetah-dir", num_envs, **kwargs)
-
-
-def make_ant_vel_vec(num_envs: int, **kwargs: Any) -> LocomotionVectorEnv:
-    return LocomotionVectorEnv("ant-vel", num_envs, **kwargs)
-
-
-def make_ant_dir_vec(num_envs: int, **kwargs: Any) -> LocomotionVectorEnv:
-    return LocomotionVectorEnv("ant-dir", num_envs, **kwargs)
-
-
 GYM_IDS = {
-    "safemaml/HalfCheetahVel-v0": (HalfCheetahVelEnv, make_halfcheetah_vel_vec),
-    "safemaml/HalfCheetahDir-v0": (HalfCheetahDirEnv, make_halfcheetah_dir_vec),
-    "safemaml/AntVel-v0": (AntVelEnv, make_ant_vel_vec),
-    "safemaml/AntDir-v0": (AntDirEnv, make_ant_dir_vec),
+    "safemaml/HalfCheetahVel-v0": HalfCheetahVelEnv,
+    "safemaml/HalfCheetahDir-v0": HalfCheetahDirEnv,
+    "safemaml/AntVel-v0": AntVelEnv,
+    "safemaml/AntDir-v0": AntDirEnv,
 }
 
 
 def register_envs() -> None:
     """Register the ids above with Gymnasium (idempotent)."""
-    for env_id, (env_cls, vec_fn) in GYM_IDS.items():
-        if env_id in gym.registry:
-            continue
-        gym.register(id=env_id, entry_point=env_cls, vector_entry_point=vec_fn, max_episode_steps=200)
+    for env_id, env_cls in GYM_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=env_cls, max_episode_steps=200,
+                         vector_entry_point=functools.partial(LocomotionVectorEnv, env_cls.family_name))
