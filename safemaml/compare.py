@@ -16,6 +16,7 @@ from scipy import stats
 
 from safemaml import config as config_io
 from safemaml.config import TrainConfig
+from safemaml.errors import SafeMamlError
 from safemaml.evaluate import evaluate_run
 from safemaml.trainer import train
 
@@ -28,6 +29,15 @@ def _task_gammas(eval_dir: Path) -> np.ndarray:
         return np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
 
 
+def _check_same_settings(run: Path, cfg: TrainConfig) -> None:
+    """A run found in OUT is continued only if it was made with these settings (iterations aside)."""
+    saved = config_io.to_dict(config_io.load(run / "config.toml"))
+    wanted = config_io.to_dict(cfg)
+    saved.pop("iterations"), wanted.pop("iterations")
+    if saved != wanted:
+        raise SafeMamlError(f"{run} holds a run made with other settings; choose another --out")
+
+
 def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: int = 20, repeats: int = 1,
             eval_seed: int = 0, quiet: bool = False) -> list[dict]:
     """Train and evaluate every objective; write comparison.csv and comparison.md under `out`."""
@@ -38,6 +48,8 @@ def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: in
         run_cfg = config_io.override(cfg, {"objective.name": name})
         run = out / name
         done = (run / "last.pt").exists()
+        if done:
+            _check_same_settings(run, run_cfg)
         train(run_cfg, run, resume=done, quiet=quiet)
         summary = evaluate_run(run, trajectories=trajectories, repeats=repeats, seed=eval_seed,
                                beta=beta, delta=delta)

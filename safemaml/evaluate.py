@@ -81,7 +81,10 @@ def write_tasks_csv(path: Path, family: TaskFamily, grid: np.ndarray, pre: np.nd
 def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = None, trajectories: int = 20,
                  repeats: int = 1, seed: int = 0, beta: float = 0.1, delta: float = 0.1,
                  device: str = "cpu") -> dict[str, float]:
-    """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png."""
+    """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png.
+
+    The certificate uses one pair per round: it needs repeats >= 29 to certify beta = 0.1.
+    """
     from safemaml.report import before_after_figure
 
     if not (run / "config.toml").is_file():
@@ -101,7 +104,8 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     out.mkdir(parents=True, exist_ok=True)
     write_returns_csv(out / "returns.csv", family, grid, pre, post)
     write_tasks_csv(out / "tasks.csv", family, grid, pre, post)
-    summary = summarize(pre.reshape(len(grid), -1), post.reshape(len(grid), -1), beta, delta, intervals=True)
+    summary = summarize(pre.reshape(len(grid), -1), post.reshape(len(grid), -1), beta, delta, intervals=True,
+                        rounds=(pre[:, :, 0], post[:, :, 0]))  # one pair per independent round
     summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(grid), trajectories=trajectories,
                    repeats=repeats, beta=beta, delta=delta)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -93,5 +93,5 @@ def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample
 
 
 def supports(cfg: AdaptConfig) -> bool:
-    """The structured product is exact for one inner step (first or second order)."""
-    return cfg.num_steps == 1
+    """The structured product is exact for one inner step, and for first-order adaptation (J = I)."""
+    return cfg.num_steps == 1 or cfg.first_order

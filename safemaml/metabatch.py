@@ -23,12 +23,3 @@ class MetaBatch:
     post_loglik: Tensor  # [K, m] (grad) log p_theta'_T(theta)(tau) of each post-update trajectory
     post_loglik_old: Tensor  # [K, m] the same under the parameters that sampled them (constant)
     tasks: Tensor  # [K, P] task parameters
-
-    @property
-    def num_tasks(self) -> int:
-        return int(self.surrogates.shape[0])
-
-    @property
-    def gamma(self) -> Tensor:
-        """Per-task mean Gamma_T = mean pre-update return - mean post-update return, [K]."""
-        return self.pre_returns.mean(1) - self.post_returns.mean(1)

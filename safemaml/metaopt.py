@@ -145,8 +145,8 @@ class MetaOptimizer:
         grads = dict(zip(theta, torch.autograd.grad(loss, list(theta.values()))))
         new = {}
         for k, g in grads.items():
-            m = b1 * self.adam_state.get(f"m.{k}", torch.zeros_like(g)) + (1 - b1) * g
-            v = b2 * self.adam_state.get(f"v.{k}", torch.zeros_like(g)) + (1 - b2) * g * g
+            m = b1 * self.adam_state.get(f"m.{k}", torch.zeros_like(g)).to(g) + (1 - b1) * g
+            v = b2 * self.adam_state.get(f"v.{k}", torch.zeros_like(g)).to(g) + (1 - b2) * g * g
             self.adam_state[f"m.{k}"], self.adam_state[f"v.{k}"] = m, v
             m_hat, v_hat = m / (1 - b1 ** self.steps), v / (1 - b2 ** self.steps)
             new[k] = (theta[k] - self.cfg.lr * m_hat / (v_hat.sqrt() + eps)).detach()

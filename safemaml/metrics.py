@@ -41,10 +41,13 @@ def clopper_pearson_lower(successes: np.ndarray | int, trials: np.ndarray | int,
 
 def certificate(pre: np.ndarray, post: np.ndarray, beta: float, delta: float,
                 alpha1: float = 0.05, alpha2: float = 0.05) -> dict[str, float]:
-    """Two-level Clopper-Pearson certificate of Eq. 6.
+    """Two-level Clopper-Pearson certificate of Eq. 6 from one (pre, post) pair per independent round.
 
-    Trajectories are paired one to one (pre_i, post_i), so that the number of pairs with
-    Gamma <= 0 is Binomial(n, p_T). A task passes when its lower bound on p_T is >= 1 - beta.
+    Column r of pre [K, R] and post [K, R] must come from round r alone (its own pre-update
+    sample, adaptation and post-update sample): only then are the R pairs independent and the
+    number with Gamma <= 0 Binomial(R, p_T). Pairs from one round share theta'_T (fitted on
+    that round's pre-update trajectories) and are not independent, so a single round
+    certifies nothing. A task passes when its lower bound on p_T is >= 1 - beta.
     With S passing out of K and q~ the lower bound on the pass probability, the certified
     fraction of good tasks is (q~ - alpha1) / (1 - alpha1): a violating task passes with
     probability <= alpha1. The constraint is certified when that is >= 1 - delta.
@@ -69,9 +72,13 @@ def bootstrap_ci(values: np.ndarray, statistic, seed: int = 0, level: float = 0.
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def summarize(pre: np.ndarray, post: np.ndarray, beta: float, delta: float,
-              intervals: bool = False) -> dict[str, float]:
-    """Everything a run or an evaluation reports, from returns pre [K, n] and post [K, m]."""
+def summarize(pre: np.ndarray, post: np.ndarray, beta: float, delta: float, intervals: bool = False,
+              rounds: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """Everything a run or an evaluation reports, from returns pre [K, n] and post [K, m].
+
+    `rounds`: one (pre, post) pair per independent round, [K, R] each, for the certificate;
+    by default the first pair of each task, i.e. a single round.
+    """
     gamma = pre.mean(1) - post.mean(1)
     out = {
         "pre_return": float(pre.mean()),
@@ -80,7 +87,7 @@ def summarize(pre: np.ndarray, post: np.ndarray, beta: float, delta: float,
         "cvar_gamma": cvar_upper(gamma, delta),
         "frac_negative": float((gamma > 0).mean()),
         "violation_rate": violation_rate(pre, post, beta),
-        **certificate(pre, post, beta, delta),
+        **certificate(*(rounds if rounds is not None else (pre[:, :1], post[:, :1])), beta, delta),
     }
     if intervals:
         out["mean_gamma_lo"], out["mean_gamma_hi"] = bootstrap_ci(gamma, np.mean)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -40,9 +40,6 @@ class Trajectories:
     @property
     def num_steps(self) -> int:
         return int(self.mask.sum().item())
-
-    def to(self, device: torch.device | str) -> "Trajectories":
-        return Trajectories(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 @contextlib.contextmanager

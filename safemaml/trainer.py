@@ -100,7 +100,8 @@ def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
 
     def evaluate(theta: Params):
         loss, kl, extra = meta_loss(learner.spec, cfg.adapt, learner.objective, theta, data)
-        objective_metrics.update(extra)
+        if not objective_metrics:  # the first evaluation is at the current theta; later ones are candidates
+            objective_metrics.update(extra)
         return loss, kl
 
     make_fvp = None
@@ -225,9 +226,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
                 save_checkpoint(learner, out / "checkpoints" / f"iter_{i + 1:05d}.pt", i)
             if not quiet:
                 _progress(i, cfg.iterations, metrics, time.perf_counter() - t)
-    except KeyboardInterrupt:
-        if last_done >= start:
-            save_checkpoint(learner, out / "last.pt", last_done)
+    except KeyboardInterrupt:  # last.pt already holds the last finished iteration: nothing half-done is saved
         print(f"\ninterrupted after iteration {last_done + 1}; resume with: safemaml train --resume {out}",
               file=sys.stderr)
         raise

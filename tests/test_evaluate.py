@@ -7,7 +7,7 @@ from scipy import stats
 
 from helpers import tiny_config
 from safemaml.cli import main
-from safemaml.metrics import cvar_upper
+from safemaml.metrics import certificate, cvar_upper
 from safemaml.trainer import train
 
 
@@ -55,6 +55,11 @@ def test_summary_matches_an_independent_computation_from_the_csv(evaluated):
     expected_cvar = (worst[:int(k)].sum() + (k - int(k)) * worst[int(k)]) / k
     assert summary["cvar_gamma"] == pytest.approx(expected_cvar, abs=1e-4)
     assert cvar_upper(gamma, 0.3) == pytest.approx(expected_cvar)
+    # the certificate pairs the first trajectories of the two independent rounds; with 2 rounds, a task's
+    # Clopper-Pearson bound is at most 0.05 ** (1 / 2) = 0.22 < 1 - beta: nothing can be certified
+    rounds = (pre[:, [0, 6]], post[:, [0, 6]])
+    assert summary["tasks_passing"] == 0 == certificate(*rounds, 0.2, 0.3)["tasks_passing"]
+    assert summary["certified_fraction"] == 0.0
     with (evaluated / "tasks.csv").open() as f:
         per_task = list(csv.DictReader(f))
     np.testing.assert_allclose([float(t["p_hat"]) for t in per_task], p, atol=1e-6)

@@ -61,6 +61,7 @@ def test_clopper_pearson_matches_a_direct_binomial_computation(s, n):
 
 
 def test_certificate_by_hand():
+    """Columns are independent rounds, one (pre, post) pair each."""
     rng = np.random.default_rng(2)
     K, n = 40, 30
     pre = rng.normal(size=(K, n))

@@ -49,7 +49,10 @@ def test_objective_contract(name, tmp_path):
     objective.after_meta_step({"violation_rate": 0.5, **metrics})
     restored = make_objective(name, beta=0.2, delta=0.3)
     restored.load_state_dict(objective.state_dict())
-    assert restored.state_dict() == objective.state_dict()
+    # a restored objective behaves as the original: same loss and gradient on a new batch
+    theta2, batch2 = _batch(seed=1)
+    (loss_a, _), (loss_b, _) = objective(batch2), restored(batch2)
+    assert torch.equal(loss_a, loss_b)
     # its search space, drawn by a real Optuna trial on an SQLite storage, builds a valid objective
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name)
     params = cls.search_space(study.ask())

@@ -73,15 +73,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert ckpt["iteration"] == 1 and all(torch.isfinite(v).all() for v in ckpt["params"].values())
 
 
-def test_ctrl_c_checkpoints_and_resume_continues(tmp_path):
-    cfg = tiny_config(iterations=4, **{"objective.name": "test-sabotage", "objective.fail_at": 2,
-                                       "objective.mode": "interrupt", "meta.name": "adam"})
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Ctrl-C inside a meta-step (Adam, whose state must not be saved half-updated)."""
+    sabotage = {"objective.name": "test-sabotage", "objective.mode": "interrupt", "meta.name": "adam"}
+    cfg = tiny_config(iterations=4, **sabotage, **{"objective.fail_at": 2})
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "run", quiet=True)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 0
-    resumed = dataclasses.replace(cfg, objective={"name": "maml"})
-    train(resumed, tmp_path / "run", resume=True, quiet=True)
+    train(tiny_config(iterations=4, **sabotage, **{"objective.fail_at": 10**6}), tmp_path / "run", resume=True,
+          quiet=True)
+    train(tiny_config(iterations=4, **{"meta.name": "adam"}), tmp_path / "straight", quiet=True)
     assert [int(r["iteration"]) for r in _rows(tmp_path / "run")] == [0, 1, 2, 3]
+    a = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    assert all(torch.equal(a["params"][k], b["params"][k]) for k in a["params"])
+    assert a["optimizer"]["steps"] == b["optimizer"]["steps"] == 4
 
 
 def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
