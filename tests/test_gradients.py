@@ -12,7 +12,6 @@ Stated tolerance: |mean estimate - reference| <= 4 standard errors + 15% of |ref
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from objectives import make_objective
