@@ -183,3 +183,38 @@ def test_meta_loss_and_fisher_product_per_trajectory(data):
     expected = reference(v)
     assert expected.norm() > 0
     torch.testing.assert_close(maml_fvp(spec, cfg, theta, md)(v), expected, atol=1e-9, rtol=1e-7)
+
+
+def test_real_nav2d_terminations_through_the_meta_loss_and_fisher_product():
+    """Post-update trajectories that really end at the goal (nav2d's termination, at different steps
+    per task), sampled by per-task policies a = goal - s with tiny noise, through the same references."""
+    from safemaml.policy import PolicySpec
+    from safemaml.rollout import Sampler
+    from safemaml.tasks import get_family
+
+    spec, params, pre, _ = pre_batch(K=3, n=5, seed=0)
+    family = get_family("nav2d")
+    goals = np.array([[0.25, 0.0], [-0.42, 0.33], [0.6, -0.61]])
+    linear = PolicySpec(2, 2, hidden=())
+    steer = {"w0": -torch.eye(2).expand(3, 2, 2), "b0": torch.tensor(goals, dtype=torch.float32),
+             "log_std": torch.full((3, 2), float(np.log(1e-3)))}
+    real = Sampler(family, linear, 3, 4, horizon=30).sample(steer, goals, seed=5)
+    lengths = real.mask.sum(-1)
+    assert (lengths < 30).all() and len(set(lengths[:, 0].tolist())) == 3  # every one ended, at its own step
+    # the recorded log-probabilities are constants of the meta-loss; -2 per step keeps the importance
+    # ratios O(1) (the steering policy's own, ~ +12, would make every ratio vanish)
+    post = dataclasses.replace(real, obs=real.obs.double(), actions=real.actions.double(),
+                               rewards=real.rewards.double(), mask=real.mask.double(),
+                               log_probs=torch.full_like(real.rewards.double(), -2.0), tasks=torch.tensor(goals))
+    cfg, md = _meta_data(spec, params, _cut(pre, 10), post)
+    theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    capture = _Capture()
+    loss, kl, _ = meta_loss(spec, cfg, capture, theta, md)
+    surrogates, ref_kl, post_ll, _ = _ref_meta(spec, theta, md)
+    torch.testing.assert_close(capture.batch.surrogates, surrogates)
+    torch.testing.assert_close(kl, ref_kl)
+    torch.testing.assert_close(capture.batch.post_loglik, post_ll)
+    v = torch.randn(sum(p.numel() for p in theta.values()), generator=torch.Generator().manual_seed(6),
+                    dtype=torch.float64)
+    torch.testing.assert_close(maml_fvp(spec, cfg, theta, md)(v), autograd_fvp(theta, ref_kl)(v),
+                               atol=1e-9, rtol=1e-7)
