@@ -149,3 +149,27 @@ def test_adaptation_improves_the_exact_expected_return(adapt_fn):
                                                       torch.exp(params["log_std"]).numpy(), goals),
                                before.numpy())
     assert math.isfinite(after.sum().item())
+
+
+@pytest.mark.parametrize("num_steps,first_order", [(1, False), (2, True), (2, False)])
+def test_structured_fisher_product_is_used_exactly_where_it_is_exact(num_steps, first_order):
+    """`supports` claims the structured product for one inner step or first-order adaptation; there it
+    equals double backward through the adaptation, and for two second-order steps it does not."""
+    from helpers import pre_batch
+    from objectives import make_objective
+    from safemaml.fisher import maml_fvp, supports
+    from safemaml.metaopt import autograd_fvp
+    from safemaml.metastep import MetaData, meta_loss
+
+    spec, params, pre, pre_adv = pre_batch(K=2, n=3, seed=0)
+    _, _, post, post_adv = pre_batch(K=2, n=3, seed=1)
+    cfg = AdaptConfig(fast_lr=0.1, num_steps=num_steps, first_order=first_order)
+    fast = adapt_loop(spec, cfg, params, pre.obs, pre.actions, pre_adv, pre.mask)
+    data = MetaData(pre, post, pre_adv, post_adv, fast)
+    theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    _, kl, _ = meta_loss(spec, cfg, make_objective("maml"), theta, data)
+    v = torch.randn(sum(p.numel() for p in theta.values()), generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    exact = autograd_fvp(theta, kl)(v)
+    equal = torch.allclose(maml_fvp(spec, cfg, theta, data)(v), exact, atol=1e-9, rtol=1e-7)
+    assert supports(cfg) == equal == (num_steps == 1 or first_order)
