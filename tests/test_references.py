@@ -173,3 +173,22 @@ def test_structured_fisher_product_is_used_exactly_where_it_is_exact(num_steps, 
     exact = autograd_fvp(theta, kl)(v)
     equal = torch.allclose(maml_fvp(spec, cfg, theta, data)(v), exact, atol=1e-9, rtol=1e-7)
     assert supports(cfg) == equal == (num_steps == 1 or first_order)
+
+
+@pytest.mark.parametrize("vectorize,expected", [("vmap", "adapt_vmap"), ("loop", "adapt_loop"), ("auto", "adapt_loop")])
+def test_adapt_dispatches_as_configured(monkeypatch, vectorize, expected):
+    """vmap and the loop give equal results (test_adapt.py), so which one runs is observed directly:
+    on CPU, "auto" picks the loop (measured faster there, docs/performance.md)."""
+    import safemaml.adapt as adapt_module
+
+    calls = []
+    for name in ("adapt_vmap", "adapt_loop"):
+        real = getattr(adapt_module, name)
+        monkeypatch.setattr(adapt_module, name,
+                            lambda *args, _real=real, _name=name: calls.append(_name) or _real(*args))
+    family = get_family("bandit")
+    spec = PolicySpec(family.obs_dim, family.act_dim, hidden=(4,))
+    data = torch.zeros(2, 3, 5, 1), torch.zeros(2, 3, 5, 2), torch.ones(2, 3, 5), torch.ones(2, 3, 5)
+    obs, actions, adv, mask = data
+    adapt_module.adapt(spec, AdaptConfig(vectorize=vectorize), spec.init(0), obs, actions, adv, mask)
+    assert calls == [expected]
