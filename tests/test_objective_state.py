@@ -11,6 +11,7 @@ import torch
 
 from helpers import tiny_config
 from objectives import make_objective
+from safemaml.metabatch import MetaBatch
 from safemaml.metaopt import MetaOptConfig, MetaOptimizer, trpo_step
 from safemaml.metastep import MetaData, adapted, meta_loss
 from safemaml.trainer import Learner, train
@@ -166,3 +167,22 @@ def test_every_objective_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path,
     if name == "lagrangian":  # the state moved, so restoring it mattered
         first = torch.load(tmp_path / "full" / "checkpoints" / "iter_00002.pt", weights_only=True)["objective"]
         assert first != make_objective(name, **params).state_dict()
+
+
+@pytest.mark.parametrize("name", ["lagrangian", "cvar", "quantile"])
+def test_return_scale_fixed_or_automatic(name):
+    """A fixed return_scale is used as given; 0 means the MAD of all pairs (numpy's, computed here)."""
+    g = torch.Generator().manual_seed(0)
+    K, n, m = 3, 5, 4
+    pre, post = torch.randn(K, n, generator=g, dtype=torch.float64), torch.randn(K, m, generator=g, dtype=torch.float64)
+    ll = torch.zeros(K, m, dtype=torch.float64)
+    batch = MetaBatch(pre_returns=pre * 10, post_returns=post * 10, surrogates=torch.zeros(K, dtype=torch.float64),
+                      pre_loglik=torch.zeros(K, n), pre_loglik_old=torch.zeros(K, n), post_loglik=ll,
+                      post_loglik_old=ll, tasks=torch.zeros(K, 1))
+    pairs = (pre[:, :, None] - post[:, None, :]).numpy().ravel() * 10
+    def lower_median(x):  # torch.median of an even count: the lower of the two middle values
+        return np.sort(x)[(len(x) - 1) // 2]
+
+    mad = lower_median(np.abs(pairs - lower_median(pairs)))
+    assert make_objective(name, return_scale=2.5)(batch)[1]["scale"] == 2.5
+    assert make_objective(name)(batch)[1]["scale"] == pytest.approx(mad)

@@ -192,3 +192,16 @@ def test_adapt_dispatches_as_configured(monkeypatch, vectorize, expected):
     obs, actions, adv, mask = data
     adapt_module.adapt(spec, AdaptConfig(vectorize=vectorize), spec.init(0), obs, actions, adv, mask)
     assert calls == [expected]
+
+
+def test_adapt_loop_returns_detached_parameters_without_an_outer_graph():
+    """Sampling and line-search evaluations adapt under no_grad: no graph may leak out."""
+    from helpers import pre_batch
+
+    spec, params, traj, adv = pre_batch(K=2, n=2)
+    with torch.no_grad():
+        fast = adapt_loop(spec, AdaptConfig(), params, traj.obs, traj.actions, adv, traj.mask)
+    assert not any(v.requires_grad for v in fast.values())
+    theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    assert all(v.requires_grad for v in adapt_loop(spec, AdaptConfig(), theta, traj.obs, traj.actions, adv,
+                                                   traj.mask).values())
