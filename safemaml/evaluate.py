@@ -13,7 +13,6 @@ trajectory), a per-task CSV, a JSON summary (safemaml.metrics) and the paper's f
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -22,14 +21,14 @@ import numpy as np
 import torch
 
 from safemaml import config as config_io
-from safemaml.adapt import adapt
 from safemaml.errors import SafeMamlError
+from safemaml.metastep import inner_loop
 from safemaml.metrics import per_task_rounds, summarize
-from safemaml.policy import PolicySpec, action_std
+from safemaml.policy import action_std
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.trainer import derive_seed, load_checkpoint
+from safemaml.trainer import derive_seed, load_checkpoint, policy_spec
 
 
 def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
@@ -79,29 +78,27 @@ def objective_risk_levels(cfg) -> tuple[float, float]:
     return float(objective.beta), float(objective.delta)
 
 
-def _trajectories(traj, columns: slice):
-    """The trajectories `columns` of every task (a view of a Trajectories batch)."""
-    return dataclasses.replace(traj, **{f: getattr(traj, f)[:, columns]
-                                        for f in ("obs", "actions", "rewards", "mask", "log_probs")})
+HELD_OUT_PHASE = 1000  # seed part of the held-out pre-update sample (inner_loop uses 0, 2, 3, ...; post 1)
 
 
 def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: int, repeats: int,
                         seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """pre [K, repeats, n] (the adaptation data), held-out pre [K, repeats], post [K, repeats, n]."""
-    spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
-    pre_sampler = Sampler(family, spec, len(tasks), n + 1, device=device)
-    post_sampler = Sampler(family, spec, len(tasks), n, device=device)
+    """pre [K, repeats, n] (the adaptation data), held-out pre [K, repeats], post [K, repeats, n].
+
+    The held-out trajectory of round r is sampled with theta apart from the adaptation data
+    (its own seed), so theta'_T of that round never saw it.
+    """
+    spec = policy_spec(cfg, family)
+    sampler = Sampler(family, spec, len(tasks), n, device=device, clip_actions=cfg.clip_actions)
+    held_sampler = Sampler(family, spec, len(tasks), 1, device=device, clip_actions=cfg.clip_actions)
     pre_all, held_all, post_all = [], [], []
     for r in range(repeats):
-        sampled = pre_sampler.sample(params, tasks, seed=derive_seed(seed, r, 0))
-        pre = _trajectories(sampled, slice(0, n))  # trajectory n is held out from adaptation
-        adv = advantages(pre.obs, pre.rewards, pre.mask, cfg.gamma, cfg.gae_lambda)
-        with torch.no_grad():
-            fast = adapt(spec, cfg.adapt, params, pre.obs, pre.actions, adv, pre.mask)
-        post = post_sampler.sample(fast, tasks, seed=derive_seed(seed, r, 1))
-        returns = sampled.returns.cpu().numpy()
-        pre_all.append(returns[:, :n])
-        held_all.append(returns[:, n])
+        inner = inner_loop(spec, cfg.adapt, params, sampler, tasks, lambda s: derive_seed(seed, r, s),
+                           lambda t: advantages(t.obs, t.rewards, t.mask, cfg.gamma, cfg.gae_lambda))
+        post = sampler.sample(inner.fast, tasks, seed=derive_seed(seed, r, 1))
+        held = held_sampler.sample(params, tasks, seed=derive_seed(seed, r, HELD_OUT_PHASE))
+        pre_all.append(inner.pre.returns.cpu().numpy())
+        held_all.append(held.returns[:, 0].cpu().numpy())
         post_all.append(post.returns.cpu().numpy())
     return np.stack(pre_all, 1), np.stack(held_all, 1), np.stack(post_all, 1)
 

@@ -13,12 +13,11 @@ from helpers import tiny_config
 from safemaml import config as config_io
 from safemaml.adapt import adapt
 from safemaml.cli import main
-from safemaml.evaluate import sample_before_after
-from safemaml.policy import PolicySpec
+from safemaml.evaluate import HELD_OUT_PHASE, sample_before_after
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import get_family
-from safemaml.trainer import derive_seed, load_checkpoint, train
+from safemaml.trainer import derive_seed, load_checkpoint, policy_spec, train
 
 K, R, N = 6, 3, 4  # sampled tasks, rounds, trajectories per phase
 
@@ -113,25 +112,25 @@ def test_summary_matches_an_independent_computation_from_the_csv(evaluated):
 
 
 def test_the_held_out_trajectory_is_not_adapted_on(run):
-    """Rebuild one round by hand: adapting on the n adaptation trajectories alone reproduces the post-update
-    returns; adapting on all n + 1 (the held-out one included) does not."""
+    """Rebuild round 1 by hand: theta'_T adapted on the n pre-update trajectories alone reproduces the
+    post-update returns, and the held-out return is a separate draw of pi_theta, none of the n."""
     cfg = config_io.load(run / "config.toml")
     family = get_family("nav2d")
     params = load_checkpoint(run / "last.pt")["params"]
     tasks = family.sample(3, np.random.default_rng(0))
     pre, held, post = sample_before_after(family, cfg, params, tasks, N, 2, 5, torch.device("cpu"))
-    spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
-    sampled = Sampler(family, spec, 3, N + 1).sample(params, tasks, seed=derive_seed(5, 1, 0))
-    np.testing.assert_allclose(held[:, 1], sampled.returns[:, N].numpy())
-
-    def post_returns(count):
-        obs, act, mask = sampled.obs[:, :count], sampled.actions[:, :count], sampled.mask[:, :count]
-        adv = advantages(obs, sampled.rewards[:, :count], mask, cfg.gamma, cfg.gae_lambda)
-        fast = adapt(spec, cfg.adapt, params, obs, act, adv, mask)
-        return Sampler(family, spec, 3, N).sample(fast, tasks, seed=derive_seed(5, 1, 1)).returns.numpy()
-
-    np.testing.assert_allclose(post[:, 1], post_returns(N), rtol=1e-5)
-    assert not np.allclose(post[:, 1], post_returns(N + 1), rtol=1e-5)
+    spec = policy_spec(cfg, family)
+    sampler = Sampler(family, spec, 3, N, clip_actions=cfg.clip_actions)
+    data = sampler.sample(params, tasks, seed=derive_seed(5, 1, 0))
+    np.testing.assert_allclose(pre[:, 1], data.returns.numpy())
+    adv = advantages(data.obs, data.rewards, data.mask, cfg.gamma, cfg.gae_lambda)
+    fast = adapt(spec, cfg.adapt, params, data.obs, data.actions, adv, data.mask)
+    np.testing.assert_allclose(post[:, 1], sampler.sample(fast, tasks, seed=derive_seed(5, 1, 1)).returns.numpy(),
+                               rtol=1e-5)
+    one = Sampler(family, spec, 3, 1, clip_actions=cfg.clip_actions)
+    np.testing.assert_allclose(held[:, 1], one.sample(params, tasks, seed=derive_seed(5, 1, HELD_OUT_PHASE))
+                               .returns[:, 0].numpy())
+    assert not np.isclose(held[:, :, None], pre).any()
 
 
 def test_grid_summary_says_it_is_a_grid(run, tmp_path, capsys):
