@@ -6,7 +6,7 @@ weights computed from the sampled returns. `score_surrogate` turns such weights 
 differentiable term whose value is 0 at the sampling parameters and whose gradient is the
 penalty's gradient estimate; in a TRPO line search its value is the first-order estimate of
 the penalty's change. Weights are centred per task with a leave-one-out baseline, which
-lowers its variance. The weights depend on all the task's trajectories, so the estimates are
+lowers the variance. The weights depend on all the task's trajectories, so the estimates are
 consistent (their bias vanishes as n, m grow), not unbiased; docs/objectives.md gives the bias.
 """
 
