@@ -25,7 +25,8 @@ K, R, N = 6, 3, 4  # sampled tasks, rounds, trajectories per phase
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     path = tmp_path_factory.mktemp("eval") / "run"
-    cfg = tiny_config(iterations=2, **{"objective.name": "cvar", "objective.beta": 0.3, "objective.delta": 0.2})
+    cfg = tiny_config(iterations=2, checkpoint_every=1,
+                      **{"objective.name": "cvar", "objective.beta": 0.3, "objective.delta": 0.2})
     train(cfg, path, quiet=True)
     return path
 
@@ -109,6 +110,17 @@ def test_summary_matches_an_independent_computation_from_the_csv(evaluated):
     assert summary["min_passing_p"] is None  # no p_T passes with probability 0.8 at R = 3
     assert summary["action_std"] == pytest.approx(
         float(torch.exp(load_checkpoint(evaluated.parent / "last.pt")["params"]["log_std"]).mean()))
+
+
+def test_metrics_csv_reports_the_action_std_before_the_update(run):
+    rows = _read(run / "metrics.csv")
+
+    def std(checkpoint):
+        return float(torch.exp(load_checkpoint(run / "checkpoints" / checkpoint)["params"]["log_std"]).mean())
+
+    assert float(rows[0]["action_std"]) == pytest.approx(1.0, rel=1e-5)  # the fresh policy, init_std = 1
+    assert float(rows[1]["action_std"]) == pytest.approx(std("iter_00001.pt"), rel=1e-5)  # theta after step 0
+    assert std("iter_00002.pt") != pytest.approx(std("iter_00001.pt"), rel=1e-5)  # not the updated theta
 
 
 def test_the_held_out_trajectory_is_not_adapted_on(run):
