@@ -199,18 +199,21 @@ def _objective_flags(extra: list[str]) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Before/after returns of a trained run on a task grid: CSVs, metrics summary and figure."""
+    """Before/after returns of a trained run on tasks sampled from p(T) (or a grid): CSVs, summary, figure."""
     from safemaml.evaluate import evaluate_run
 
     _device(args.device)
     summary = evaluate_run(Path(args.run), Path(args.out) if args.out else None, args.grid, args.trajectories,
-                           args.repeats, args.seed, args.beta, args.delta, args.device)
+                           args.repeats, args.seed, args.beta, args.delta, args.device, args.sample, args.task_seed)
     out = Path(args.out) if args.out else Path(args.run) / "eval"
-    print(f"{summary['tasks']} tasks x {args.repeats} x {args.trajectories} trajectories, "
-          f"after {summary['iteration']} meta-iterations")
+    print(f"{summary['tasks']} tasks ({summary['task_set']}) x {summary['repeats']} rounds x {args.trajectories} "
+          f"trajectories, after {summary['iteration']} meta-iterations; beta = {summary['beta']:g}, "
+          f"delta = {summary['delta']:g}")
     for key in ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
-                "certified_fraction", "certified"):
-        print(f"  {key:20s} {summary[key]: .4g}")
+                "action_std", "min_passing_p", "certified_fraction"):
+        value = summary[key]
+        print(f"  {key:20s} {'n/a' if value is None else format(value, ' .4g')}")
+    print(f"  {'certified':20s} {'yes' if summary['certified'] else 'no'}")
     print(f"written: {out}/returns.csv, tasks.csv, summary.json, figure.png")
     return 0
 
@@ -253,12 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
     p.add_argument("run", help="run directory")
-    p.add_argument("--grid", help="START:STOP:STEP of task parameters (default: the family's grid)")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="evaluate on N tasks drawn i.i.d. from the training distribution (default 40)")
+    p.add_argument("--task-seed", type=int, default=0, help="seed of the --sample draw")
+    p.add_argument("--grid", help="START:STOP:STEP of task parameters, or 'default' for the family's grid "
+                                  "(for figures: the certificate then speaks of the grid, not of p(T))")
     p.add_argument("--trajectories", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, help="independent rounds per task (default 90: p_T = 0.97 passes at "
+                                               "beta = 0.1 with probability 0.87)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--delta", type=float, default=0.1)
+    p.add_argument("--beta", type=float, help="per-task tolerance (default: the run's objective)")
+    p.add_argument("--delta", type=float, help="fraction of tasks allowed to violate (default: the run's objective)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="output folder (default RUN/eval)")
     p.set_defaults(func=cmd_evaluate)

@@ -25,14 +25,14 @@ from safemaml.fisher import maml_fvp, supports
 from safemaml.metaopt import MetaOptimizer
 from safemaml.metastep import MetaData, inner_loop, meta_loss
 from safemaml.metrics import summarize
-from safemaml.policy import Params, PolicySpec
+from safemaml.policy import Params, PolicySpec, action_std
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import get_family
 
 METRIC_FIELDS = ["iteration", "pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative",
-                 "violation_rate", "certified_fraction", "loss_before", "loss_after", "kl", "grad_norm",
-                 "ls_steps", "accepted", "time_sampling", "time_adapt", "time_optimize"]
+                 "violation_rate", "certified_fraction", "action_std", "loss_before", "loss_after", "kl",
+                 "grad_norm", "ls_steps", "accepted", "time_sampling", "time_adapt", "time_optimize"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -112,14 +112,15 @@ def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
     if supports(cfg.adapt):
         def make_fvp(theta: Params):
             return maml_fvp(learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
+    std_before = action_std(learner.params)  # of the policy that sampled the pre-update data
     new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp)
     t4 = time.perf_counter()
     metrics = summarize(pre.returns.cpu().numpy(), post.returns.cpu().numpy(),
                         getattr(learner.objective, "beta", 0.1), getattr(learner.objective, "delta", 0.1))
     metrics.update(info)
     metrics.update({f"objective_{k}": v for k, v in objective_metrics.items()})
-    metrics.update(iteration=float(iteration), time_sampling=(t3 - t0) - inner.adapt_seconds,
-                   time_adapt=inner.adapt_seconds,
+    metrics.update(iteration=float(iteration), action_std=std_before,
+                   time_sampling=(t3 - t0) - inner.adapt_seconds, time_adapt=inner.adapt_seconds,
                    time_optimize=t4 - t3)
     finite = math.isfinite(info["loss_before"]) and all(bool(torch.isfinite(v).all()) for v in new_params.values())
     if not finite:
