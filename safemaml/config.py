@@ -204,7 +204,10 @@ def override(cfg: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
             head = section.split(".")[0]
             if head in (*SECTIONS, "objective") or head in TOP_LEVEL:
                 raise SafeMamlError(f"{section} is a value, not a table: cannot set {key}")
-            raise _unknown({section}, [*SECTIONS, "objective"], "sections")
+            close = difflib.get_close_matches(head, [*SECTIONS, "objective"], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SafeMamlError(f"unknown config section {head!r} in {key}{hint}; sections: "
+                                f"{', '.join([*SECTIONS, 'objective'])}")
         if not section and name in (*SECTIONS, "objective"):
             raise SafeMamlError(f"{name} is a table: set its values as {name}.KEY=VALUE")
         (data[section] if section else data)[name] = value

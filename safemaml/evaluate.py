@@ -7,6 +7,7 @@ a JSON summary of the metrics (safemaml.metrics) and the paper's figure.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from pathlib import Path
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safemaml import config as config_io
 from safemaml.adapt import adapt
 from safemaml.errors import SafeMamlError
 from safemaml.metrics import p_hat, summarize
@@ -22,7 +22,11 @@ from safemaml.policy import PolicySpec
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.trainer import derive_seed, load_checkpoint
+from safemaml.rundir import RunDir, check_params, load_checkpoint, replaced_folder
+from safemaml.trainer import derive_seed
+
+
+MAX_GRID_TASKS = 10_000
 
 
 def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
@@ -32,9 +36,15 @@ def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
         raise SafeMamlError(f"--grid must be START:STOP:STEP, got {text!r}") from None
+    if not all(np.isfinite([start, stop, step])):
+        raise SafeMamlError(f"--grid {text!r}: START, STOP and STEP must be finite numbers")
     if step <= 0 or stop < start:
         raise SafeMamlError(f"--grid {text!r}: need STEP > 0 and STOP >= START")
-    axis = np.round(np.arange(start, stop + step * 1e-6, step), 10)
+    points = int(np.floor((stop - start) / step + 1e-6)) + 1
+    if points ** family.num_params > MAX_GRID_TASKS:
+        raise SafeMamlError(f"--grid {text!r} has {points ** family.num_params} tasks (at most {MAX_GRID_TASKS}); "
+                            "use a larger STEP")
+    axis = np.round(start + step * np.arange(points), 10)
     mesh = np.meshgrid(*[axis] * family.num_params, indexing="ij")
     return family.validate(np.stack(mesh, axis=-1).reshape(-1, family.num_params))
 
@@ -84,24 +94,35 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png.
 
     The certificate uses one pair per round: it needs repeats >= 29 to certify beta = 0.1.
+    Writing into the run folder takes its lock; the output folder is replaced only when complete.
     """
-    from safemaml.report import before_after_figure
-
-    if not (run / "config.toml").is_file():
-        raise SafeMamlError(f"{run} is not a run directory (no config.toml)")
     if trajectories < 1 or repeats < 1:
         raise SafeMamlError("--trajectories and --repeats must be >= 1")
     for name, value in (("beta", beta), ("delta", delta)):
         if not 0 < value < 1:
             raise SafeMamlError(f"{name} must be in (0, 1), got {value}")
-    cfg = config_io.load(run / "config.toml")
-    ckpt = load_checkpoint(run / "last.pt")
+    folder = RunDir(run)
+    cfg = folder.read_config()
     family = get_family(cfg.tasks)
     grid = parse_grid(grid_text, family) if grid_text else family.eval_grid()
+    if not folder.has_checkpoint():
+        raise SafeMamlError(f"{run} has no finished iteration to evaluate (no last.pt)")
+    ckpt = load_checkpoint(folder.last_path)
+    spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
+    check_params(ckpt["params"], spec.init(0), folder.last_path)
     params = {k: v.to(device) for k, v in ckpt["params"].items()}
-    pre, post = sample_before_after(family, cfg, params, grid, trajectories, repeats, seed, torch.device(device))
-    out = out or run / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out) if out else run / "eval"
+    inside = out.resolve().is_relative_to(run.resolve())
+    with folder.lock() if inside else contextlib.nullcontext(), replaced_folder(out) as tmp:
+        pre, post = sample_before_after(family, cfg, params, grid, trajectories, repeats, seed, torch.device(device))
+        summary = _write(tmp, family, cfg, grid, pre, post, ckpt, trajectories, repeats, beta, delta)
+    return summary
+
+
+def _write(out: Path, family: TaskFamily, cfg, grid: np.ndarray, pre: np.ndarray, post: np.ndarray, ckpt: dict,
+           trajectories: int, repeats: int, beta: float, delta: float) -> dict[str, float]:
+    from safemaml.report import before_after_figure
+
     write_returns_csv(out / "returns.csv", family, grid, pre, post)
     write_tasks_csv(out / "tasks.csv", family, grid, pre, post)
     summary = summarize(pre.reshape(len(grid), -1), post.reshape(len(grid), -1), beta, delta, intervals=True,

@@ -112,9 +112,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise SafeMamlError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise SafeMamlError(f"{path} is not a safemaml checkpoint: it holds objects other than tensors and "
-                            "numbers, which are never loaded (they could run code)") from None
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # a class or function reference: code that would run on load
+            raise SafeMamlError(f"{path} is not a safemaml checkpoint: it holds objects other than tensors and "
+                                "numbers, which are never loaded (they could run code)") from None
+        raise SafeMamlError(f"{path} is not a safemaml checkpoint (damaged or not a torch file)") from None
     except OSError as exc:
         raise RunFault(os_error_message(exc, path)) from None
     except Exception:  # truncated, empty, random bytes: torch raises RuntimeError, EOFError, ValueError...
@@ -247,7 +249,15 @@ class RunDir:
         return self.checkpoints / f"iter_{iteration + 1:05d}.pt"
 
     def load_last(self) -> dict[str, Any]:
-        return load_checkpoint(self.last_path)
+        """last.pt; if it is damaged, the message points to the newest kept checkpoint."""
+        try:
+            return load_checkpoint(self.last_path)
+        except SafeMamlError as exc:
+            kept = sorted(self.checkpoints.glob("iter_*.pt")) if self.checkpoints.is_dir() else []
+            if not kept or isinstance(exc, RunFault):
+                raise
+            raise SafeMamlError(f"{exc}; to continue from the newest kept checkpoint: cp {kept[-1]} "
+                                f"{self.last_path}") from None
 
     def finished_iterations(self) -> int:
         return int(self.load_last()["iteration"]) + 1 if self.has_checkpoint() else 0
