@@ -36,11 +36,12 @@ CHECKPOINT_KEYS = ("iteration", "params", "optimizer", "objective", "config")
 
 def os_error_message(exc: OSError, path: Path | str | None = None) -> str:
     """One line for an operating-system failure: what happened to which path, and what to do."""
-    where = exc.filename or path or "?"
+    where = path or exc.filename or "?"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the device while writing {where}; free some space and run the command again"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"cannot write {where}: the folder is read-only or not ours ({exc.strerror}); choose another --out"
+        return f"cannot write {where}: the folder is read-only or not ours ({exc.strerror}); make it writable or " \
+               "choose another folder"
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
         return f"{where}: a file stands where a folder is needed; choose another --out"
     if exc.errno == errno.EISDIR:
@@ -57,24 +58,32 @@ def os_errors(path: Path | str | None = None) -> Iterator[None]:
         raise RunFault(os_error_message(exc, path)) from None
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through PATH.tmp and a rename; on failure the tmp file is removed
-    and `path` keeps its old content."""
+def stage_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to PATH.tmp (flushed to disk) and return that name; `commit` renames it over
+    `path`. On failure PATH.tmp is removed and nothing else has changed."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise RunFault(os_error_message(exc, path)) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise RunFault(os_error_message(exc, path)) from None
         raise
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    with os_errors(path):
+        os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through PATH.tmp and a rename: `path` is never half-written."""
+    commit(stage_bytes(path, data), path)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -92,13 +101,18 @@ def ensure_folder(path: Path) -> None:
 # ---- checkpoints --------------------------------------------------------------------------
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Serialise in memory, then write atomically: a full disk leaves the old file and no tmp."""
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    """A checkpoint serialised in memory (a full disk then fails at the write, with its errno)."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically: a full disk leaves the old file and no tmp."""
+    write_bytes_atomic(path, checkpoint_bytes(state))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -295,7 +309,7 @@ class RunDir:
         created it), so that the same command can start it again from a clean folder."""
         if self.has_checkpoint():
             return
-        for name in (CONFIG, METRICS, CONFIG + ".tmp", METRICS + ".tmp", LAST + ".tmp"):
+        for name in (CONFIG, METRICS):
             with contextlib.suppress(OSError):
                 (self.path / name).unlink()
         with contextlib.suppress(OSError):
@@ -315,7 +329,7 @@ def replaced_folder(out: Path) -> Iterator[Path]:
         raise SafeMamlError(f"{out} is a file, not a folder; choose another --out")
     tmp = out.with_name(out.name + ".tmp")
     try:
-        with os_errors(tmp):
+        with os_errors(out):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         yield tmp

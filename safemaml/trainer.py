@@ -296,10 +296,15 @@ def _loop(learner: Learner, run: RunDir, start: int, progress: Progress, board) 
                 where = (f"the last good checkpoint is {run.last_path} (iteration {last_done})"
                          if last_done >= 0 else "no iteration finished, nothing was kept")
                 raise NonFiniteError(f"{exc}; stopped, {where}") from None
-            if i == start and start > 0:
-                run.write_config(cfg)  # a resume describes itself once it has done something
-            log.append(metrics)
-            rundir.save_checkpoint(checkpoint_state(learner, i), run.last_path)
+            # last.pt.tmp first: a full disk then stops the run before anything else has changed
+            staged = rundir.stage_bytes(run.last_path, rundir.checkpoint_bytes(checkpoint_state(learner, i)))
+            try:
+                if i == start and start > 0:
+                    run.write_config(cfg)  # a resume describes itself once it has done something
+                log.append(metrics)
+                rundir.commit(staged, run.last_path)
+            finally:
+                staged.unlink(missing_ok=True)
             last_done = i
             if (i + 1) % cfg.checkpoint_every == 0:
                 rundir.ensure_folder(run.checkpoints)
