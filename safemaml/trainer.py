@@ -310,9 +310,8 @@ def _loop(learner: Learner, run: RunDir, start: int, progress: Progress, board) 
                 rundir.ensure_folder(run.checkpoints)
                 rundir.save_checkpoint(checkpoint_state(learner, i), run.checkpoint_path(i))
             if board is not None:
-                for key, value in metrics.items():
-                    if key != "iteration":
-                        board.add_scalar(key, value, i + 1)
+                for key in log.fields[1:]:  # the metrics.csv columns after `iteration`
+                    board.add_scalar(key, metrics.get(key, float("nan")), i + 1)
             progress.iteration(i, metrics, time.perf_counter() - t)
     except KeyboardInterrupt:  # last.pt already holds the last finished iteration: nothing half-done is saved
         if last_done >= 0:

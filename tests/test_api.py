@@ -49,3 +49,19 @@ def test_api_errors_are_safemaml_errors(tmp_path):
     with pytest.raises(SafeMamlError, match="unknown setting"):
         safemaml.train("nav2d", tmp_path / "x", iteratoins=3)
     assert not (tmp_path / "x").exists()
+
+
+def test_tensorboard_scalars_are_the_metrics_csv_columns(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    safemaml.train("nav2d", tmp_path / "run", tensorboard=True, **TINY)
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    board.Reload()
+    rows = _csv(tmp_path / "run" / "metrics.csv")
+    columns = [c for c in rows[0] if c != "iteration"]
+    assert sorted(board.Tags()["scalars"]) == sorted(columns)
+    for column in columns:
+        events = board.Scalars(column)
+        assert [e.step for e in events] == [1, 2]
+        assert [e.value for e in events] == pytest.approx([float(r[column]) for r in rows], rel=1e-5, nan_ok=True)
