@@ -32,7 +32,7 @@ def resolve_config(config: TrainConfig | str | Path | None = None, overrides: di
         base = config
     elif config is None:
         base = config_io.preset(tasks or "halfcheetah-vel")
-    elif Path(config).suffix == ".toml" or Path(config).is_file():
+    elif isinstance(config, Path) or Path(config).suffix == ".toml" or Path(config).exists() or "/" in config:
         base = config_io.load(config)
     else:
         base = config_io.preset(str(config))
@@ -71,6 +71,8 @@ def train(config: TrainConfig | str | Path | None = None, out: str | Path | None
 
     cfg = resolve_config(config, _dotted(overrides))
     validate(cfg)
+    if out is not None and not str(out).strip():
+        raise SafeMamlError("--out must name a folder, got an empty string")
     out = Path(out) if out is not None else default_out(cfg)
     trainer.train(cfg, out, quiet=quiet, tensorboard=tensorboard)
     return load_run(out)
@@ -103,6 +105,8 @@ def evaluate(run: str | Path, out: str | Path | None = None, *, grid: str | None
     from safemaml.trainer import torch_device
 
     torch_device(device)
+    if seed < 0:
+        raise SafeMamlError(f"--seed must be >= 0, got {seed}")
     return evaluate_run(Path(run), Path(out) if out else None, grid, trajectories, repeats, seed, beta, delta,
                         device)
 

@@ -158,6 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             api.validate(cfg)
             print(config_io.dumps(cfg), end="")
             return 0
+        if args.out is not None and not args.out.strip():
+            raise SafeMamlError("--out must name a folder, got an empty string")
         out = Path(args.out) if args.out else api.default_out(cfg)
         api.train(cfg, out, quiet=args.quiet, tensorboard=args.tensorboard)
     if not args.quiet:
@@ -275,6 +277,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     family = get_family(args.tasks)
     device = torch_device(args.device)
+    if args.seed < 0:
+        raise SafeMamlError(f"--seed must be >= 0, got {args.seed}")
     spec = PolicySpec(family.obs_dim, family.act_dim)
     sampler = Sampler(family, spec, args.num_tasks, args.trajectories, device=device)
     params = spec.init(args.seed, device)

@@ -52,6 +52,8 @@ class TrainConfig:
     objective: dict[str, Any] = field(default_factory=lambda: {"name": "maml"})
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise SafeMamlError(f"seed must be >= 0, got {self.seed}")
         for name in ("iterations", "meta_batch_size", "fast_batch_size", "post_batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise SafeMamlError(f"{name} must be >= 1, got {getattr(self, name)}")

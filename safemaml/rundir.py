@@ -304,6 +304,12 @@ class RunDir:
         finally:
             os.close(fd)
 
+    def foreign_files(self) -> list[str]:
+        """Names in the folder that a run which never finished an iteration does not write."""
+        ours = {CONFIG, METRICS, LOCK, CHECKPOINTS, "tensorboard"}
+        return sorted(p.name for p in self.path.iterdir() if p.name not in ours and not p.name.endswith(".tmp")) \
+            if self.path.is_dir() else []
+
     def discard_unstarted(self, created: bool) -> None:
         """Remove what a run that never finished an iteration wrote (and the folder, if this process
         created it), so that the same command can start it again from a clean folder."""
@@ -315,8 +321,13 @@ class RunDir:
         with contextlib.suppress(OSError):
             self.checkpoints.rmdir()  # only if empty
         if created:
+            self.remove_if_empty()
+
+    def remove_if_empty(self) -> None:
+        """Remove the folder if nothing but the lock file is in it."""
+        if self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {LOCK}:
             with contextlib.suppress(OSError):
-                (self.path / LOCK).unlink()
+                (self.path / LOCK).unlink(missing_ok=True)
                 self.path.rmdir()
 
 

@@ -8,6 +8,7 @@ reproduces the metrics of an uninterrupted run exactly.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -230,13 +231,21 @@ class Progress:
         print(line, end=end, flush=True)
 
 
+def _refuse_foreign(run: RunDir) -> None:
+    foreign = run.foreign_files()
+    if foreign and not run.has_checkpoint():
+        raise SafeMamlError(f"{run} is not empty ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
+                            "and holds no run; choose another --out")
+
+
 def _open(run: RunDir, cfg: TrainConfig, resume: bool, progress: Progress) -> tuple[Learner, int]:
     """The learner and the first iteration to run; refuses folders that hold other work."""
     learner = Learner.create(cfg)
     if not resume:
         if run.has_checkpoint():
-            raise SafeMamlError(f"{run} already holds a run; continue it with `safemaml train --resume {run}` "
-                                "or choose another --out")
+            raise SafeMamlError(f"{run} already holds a run; continue it with `safemaml train --resume "
+                                f"{shlex.quote(str(run))}` or choose another --out")
+        _refuse_foreign(run)
         return learner, 0
     if not run.has_checkpoint():  # it never finished an iteration: start it again with its config
         progress.say(f"{run} has no finished iteration; starting it from iteration 1")
@@ -256,15 +265,22 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     run, progress = RunDir(out), Progress(quiet, cfg.iterations)
     if resume:
         run.require_run()
+    else:
+        _refuse_foreign(run)  # before the lock file is made: a refused folder stays as it was
     created = not run.path.exists()
     with run.lock():
+        try:
+            learner, start = _open(run, cfg, resume, progress)  # refusals change nothing
+        except BaseException:
+            if created:
+                run.remove_if_empty()
+            raise
+        if start >= cfg.iterations:
+            progress.say(f"{run} is already complete at {start} iterations; to train further: "
+                         f"safemaml train --resume {shlex.quote(str(run))} --iterations {start * 2}")
+            return learner
         board = None
         try:
-            learner, start = _open(run, cfg, resume, progress)
-            if start >= cfg.iterations:
-                progress.say(f"{run} is already complete at {start} iterations; to train further: "
-                             f"safemaml train --resume {run} --iterations {start * 2}")
-                return learner
             board = _tensorboard(run) if tensorboard else None
             if not resume:
                 run.discard_unstarted(created=False)  # leftovers of a start that never finished an iteration
@@ -315,7 +331,8 @@ def _loop(learner: Learner, run: RunDir, start: int, progress: Progress, board) 
             progress.iteration(i, metrics, time.perf_counter() - t)
     except KeyboardInterrupt:  # last.pt already holds the last finished iteration: nothing half-done is saved
         if last_done >= 0:
-            message = f"interrupted after iteration {last_done + 1}; resume with: safemaml train --resume {run}"
+            message = (f"interrupted after iteration {last_done + 1}; resume with: safemaml train --resume "
+                       f"{shlex.quote(str(run))}")
         else:
             message = "interrupted before the first iteration finished; nothing was kept"
         raise KeyboardInterrupt(message) from None

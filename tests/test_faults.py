@@ -134,6 +134,11 @@ def _input_cases(root: Path, trained: Path) -> dict[str, tuple[list[str], int, t
         "other-objectives-parameter": (["train", "--eta", "2", *out], 2, ("--eta is a parameter of objective",)),
         "objective-parameter-type": (["train", "--objective", "cvar", "--eta", "x", *out], 2, ("eta",)),
         "bad-int": (["train", "--iterations", "x", *out], 2, ("invalid int value", "safemaml train --help")),
+        "negative-seed": (["train", "--seed", "-1", *out], 2, ("seed must be >= 0",)),
+        "config-is-a-folder": (["train", "--config", str(root), *out], 2, ("not found",)),
+        "empty-out": (["train", *TINY, "--out", ""], 2, ("--out must name a folder",)),
+        "out-is-a-foreign-folder": (["train", *TINY, "--out", "."], 2, ("is not empty", "holds no run")),
+        "evaluate-negative-seed": (["evaluate", run, "--seed", "-1"], 2, ("seed must be >= 0",)),
         "unknown-family": (["train", "--tasks", "nav3d", *out], 2, ("unknown task family", "did you mean nav2d")),
         "resume-with-settings": (["train", "--resume", run, "--seed", "3"], 2, ("--resume accepts only",)),
         "resume-not-a-run": (["train", "--resume", str(root / "a-file")], 2, ("not a run folder",)),
@@ -194,7 +199,8 @@ def test_bad_input_is_one_line_and_changes_nothing(results, case):
     root, cases, done, before, after = results
     args, code, fragments = cases[case]
     assert_error(done[case], code, *fragments)
-    assert not (root / "never").exists() and not (root / "cmp").exists()
+    assert not (root / "never").exists() and not (root / "cmp").exists() and not (root / "runs").exists()
+    assert not (root / ".lock").exists()
     assert after == before  # every file of every run, config and metrics is byte for byte as it was
 
 
