@@ -50,14 +50,13 @@ def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
 def validate(cfg: TrainConfig) -> None:
     """Everything about `cfg` that can be checked before a run folder is touched."""
     from objectives import make_objective
-    from safemaml.policy import PolicySpec
     from safemaml.tasks import get_family
-    from safemaml.trainer import torch_device
+    from safemaml.trainer import policy_spec, torch_device
 
     family = get_family(cfg.tasks)
     torch_device(cfg.device)
     make_objective(cfg.objective_name, **cfg.objective_params)
-    PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
+    policy_spec(cfg, family)
 
 
 def train(config: TrainConfig | str | Path | None = None, out: str | Path | None = None, *, quiet: bool = True,

@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safemaml.adapt import adapt
 from safemaml.errors import SafeMamlError
 from safemaml.metrics import p_hat, summarize
-from safemaml.policy import PolicySpec
+from safemaml.metastep import inner_loop
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
 from safemaml.rundir import RunDir, check_params, load_checkpoint, replaced_folder
-from safemaml.trainer import derive_seed
-
+from safemaml.trainer import derive_seed, policy_spec
 
 MAX_GRID_TASKS = 10_000
 
@@ -52,15 +50,14 @@ def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
 def sample_before_after(family: TaskFamily, cfg, params, grid: np.ndarray, n: int, repeats: int,
                         seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Returns pre, post of shape [G, repeats, n]."""
-    spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
-    sampler = Sampler(family, spec, len(grid), n, device=device)
+    spec = policy_spec(cfg, family)
+    sampler = Sampler(family, spec, len(grid), n, device=device, clip_actions=cfg.clip_actions)
     pre_all, post_all = [], []
     for r in range(repeats):
-        pre = sampler.sample(params, grid, seed=derive_seed(seed, r, 0))
-        adv = advantages(pre.obs, pre.rewards, pre.mask, cfg.gamma, cfg.gae_lambda)
-        with torch.no_grad():
-            fast = adapt(spec, cfg.adapt, params, pre.obs, pre.actions, adv, pre.mask)
-        post = sampler.sample(fast, grid, seed=derive_seed(seed, r, 1))
+        inner = inner_loop(spec, cfg.adapt, params, sampler, grid, lambda s: derive_seed(seed, r, s),
+                           lambda t: advantages(t.obs, t.rewards, t.mask, cfg.gamma, cfg.gae_lambda))
+        pre = inner.pre
+        post = sampler.sample(inner.fast, grid, seed=derive_seed(seed, r, 1))
         pre_all.append(pre.returns.cpu().numpy())
         post_all.append(post.returns.cpu().numpy())
     return np.stack(pre_all, 1), np.stack(post_all, 1)
@@ -108,8 +105,7 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     if not folder.has_checkpoint():
         raise SafeMamlError(f"{run} has no finished iteration to evaluate (no last.pt)")
     ckpt = load_checkpoint(folder.last_path)
-    spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
-    check_params(ckpt["params"], spec.init(0), folder.last_path)
+    check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
     params = {k: v.to(device) for k, v in ckpt["params"].items()}
     out = Path(out) if out else run / "eval"
     inside = out.resolve().is_relative_to(run.resolve())

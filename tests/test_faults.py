@@ -335,7 +335,7 @@ def test_one_writer_per_run_folder_and_sigkill_releases_the_lock(tmp_path):
 
 def test_ctrl_c_in_the_first_iteration_keeps_nothing_and_the_same_command_restarts(tmp_path):
     writer = _start_long_run(tmp_path, "run", "--meta-batch-size", "20", "--fast-batch-size", "20")
-    _wait_for(writer, "iteration 1: adapting")
+    _wait_for(writer, "iteration 1: sampling pre-update")
     writer.send_signal(signal.SIGINT)
     writer.wait(timeout=120)
     stderr = writer.stderr.read()
