@@ -36,7 +36,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+        has_default = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if has_default and "default" not in text and action.option_strings:
             text += " (default: %(default)s)"
         return text
 
@@ -137,7 +138,7 @@ def _train_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Meta-train a policy: the run folder gets config.toml, metrics.csv, last.pt and checkpoints/.
+    """Meta-train a policy into a run folder (config.toml, metrics.csv, last.pt, checkpoints/).
 
     With no flags, the paper's setting of the chosen family (a preset shipped with safemaml;
     `--print-config` shows it). Objective parameters are flags too: `--eta 2.0` for cvar
@@ -172,8 +173,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Before/after returns of a trained run on a task grid: RUN/eval/returns.csv, tasks.csv,
-    summary.json and figure.png (docs/metrics.md explains every column)."""
+    """Before/after returns of a trained run on a task grid (CSVs, summary, figure).
+
+    Writes RUN/eval/returns.csv, tasks.csv, summary.json and figure.png (docs/metrics.md explains
+    every column); the folder is replaced only once everything is written.
+    """
     from safemaml import api
 
     summary = api.evaluate(args.run, args.out, grid=args.grid, trajectories=args.trajectories,

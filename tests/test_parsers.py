@@ -119,3 +119,16 @@ def test_a_config_file_can_start_from_a_preset(tmp_path):
     assert cfg.iterations == 7 and cfg.adapt.fast_lr == 0.05
     assert cfg.meta_batch_size == preset["meta_batch_size"] and list(cfg.policy.hidden) == preset["policy"]["hidden"]
     assert cfg.adapt.num_steps == preset["adapt"]["num_steps"]
+
+
+def test_every_command_and_option_has_help_and_shows_its_default():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        assert sub.description, name
+        text = sub.format_help()
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}"
+            if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                assert "default" in action.help or f"(default: {action.default}" in text, (name, action.dest)
+    assert "safemaml objectives" in commands["train"].format_help()  # where objective parameters are listed
