@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "compare", cmd_compare)
     p.add_argument("--objectives", nargs="+", default=["maml", "lagrangian", "cvar", "quantile"], metavar="NAME",
-                   help="objectives to train, each once; the first is the reference of the Wilcoxon tests")
+                   help="objectives to train, each once; the first is the reference of the Wilcoxon tests "
+                        "(default: maml lagrangian cvar quantile)")
     _train_options(p)
     p.add_argument("--init", metavar="RUN", help="start every objective from the policy of RUN")
     p.add_argument("--trajectories", type=int, default=20, metavar="N", help="evaluation trajectories per task")

@@ -126,7 +126,7 @@ def test_every_command_and_option_has_help_and_shows_its_default():
     commands = next(a for a in parser._actions if a.dest == "command").choices
     for name, sub in commands.items():
         assert sub.description, name
-        text = sub.format_help()
+        text = " ".join(sub.format_help().split())
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest}"
             if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
