@@ -20,7 +20,6 @@ import torch  # noqa: E402
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
 from safemaml.adapt import adapt_loop, adapt_vmap  # noqa: E402
-from safemaml.cli import REPO_EXPERIMENTS  # noqa: E402
 from safemaml.trainer import Learner, meta_step  # noqa: E402
 
 
@@ -61,7 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fvp-subsample", type=float, default=1.0, help="TRPO curvature from this fraction")
     args = parser.parse_args()
-    cfg = config_io.override(config_io.load(REPO_EXPERIMENTS / f"{args.tasks}.toml"),
+    cfg = config_io.override(config_io.preset(args.tasks),
                              {"device": args.device, "meta.fvp_subsample": args.fvp_subsample})
     learner = Learner.create(cfg)
     print(f"# meta-iteration benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "

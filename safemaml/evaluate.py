@@ -12,6 +12,7 @@ trajectory), a per-task CSV, a JSON summary (safemaml.metrics) and the paper's f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safemaml import config as config_io
 from safemaml.errors import SafeMamlError
 from safemaml.metastep import inner_loop
 from safemaml.metrics import per_task_rounds, summarize
@@ -28,7 +28,10 @@ from safemaml.policy import action_std
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.trainer import derive_seed, load_checkpoint, policy_spec
+from safemaml.rundir import RunDir, check_params, load_checkpoint, replaced_folder
+from safemaml.trainer import derive_seed, policy_spec
+
+MAX_GRID_TASKS = 10_000
 
 
 def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
@@ -38,9 +41,15 @@ def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
         raise SafeMamlError(f"--grid must be START:STOP:STEP, got {text!r}") from None
+    if not all(np.isfinite([start, stop, step])):
+        raise SafeMamlError(f"--grid {text!r}: START, STOP and STEP must be finite numbers")
     if step <= 0 or stop < start:
         raise SafeMamlError(f"--grid {text!r}: need STEP > 0 and STOP >= START")
-    axis = np.round(np.arange(start, stop + step * 1e-6, step), 10)
+    points = int(np.floor((stop - start) / step + 1e-6)) + 1
+    if points ** family.num_params > MAX_GRID_TASKS:
+        raise SafeMamlError(f"--grid {text!r} has {points ** family.num_params} tasks (at most {MAX_GRID_TASKS}); "
+                            "use a larger STEP")
+    axis = np.round(start + step * np.arange(points), 10)
     mesh = np.meshgrid(*[axis] * family.num_params, indexing="ij")
     return family.validate(np.stack(mesh, axis=-1).reshape(-1, family.num_params))
 
@@ -141,28 +150,38 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     beta and delta default to the run's objective, repeats to DEFAULT_ROUNDS. The certificate
     needs repeats >= 29 rounds to certify anything at beta = 0.1; `min_passing_p` in the summary
     states its power (the smallest p_T that passes with probability >= 0.8).
+    Writing into the run folder takes its lock; the output folder is replaced only when complete.
     """
-    from safemaml.report import before_after_figure
-
-    if not (run / "config.toml").is_file():
-        raise SafeMamlError(f"{run} is not a run directory (no config.toml)")
     repeats = DEFAULT_ROUNDS if repeats is None else repeats
     if trajectories < 1 or repeats < 1:
         raise SafeMamlError("--trajectories and --repeats must be >= 1")
-    cfg = config_io.load(run / "config.toml")
+    folder = RunDir(run)
+    cfg = folder.read_config()
     run_beta, run_delta = objective_risk_levels(cfg)
     beta, delta = (run_beta if beta is None else beta), (run_delta if delta is None else delta)
     for name, value in (("beta", beta), ("delta", delta)):
         if not 0 < value < 1:
             raise SafeMamlError(f"{name} must be in (0, 1), got {value}")
-    ckpt = load_checkpoint(run / "last.pt")
     family = get_family(cfg.tasks)
     tasks, task_set = choose_tasks(family, grid_text, sample, task_seed)
+    if not folder.has_checkpoint():
+        raise SafeMamlError(f"{run} has no finished iteration to evaluate (no last.pt)")
+    ckpt = load_checkpoint(folder.last_path)
+    check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
     params = {k: v.to(device) for k, v in ckpt["params"].items()}
-    pre, held, post = sample_before_after(family, cfg, params, tasks, trajectories, repeats, seed,
-                                          torch.device(device))
-    out = out or run / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out) if out else run / "eval"
+    inside = out.resolve().is_relative_to(run.resolve())
+    with folder.lock() if inside else contextlib.nullcontext(), replaced_folder(out) as tmp:
+        pre, held, post = sample_before_after(family, cfg, params, tasks, trajectories, repeats, seed,
+                                              torch.device(device))
+        summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, trajectories, repeats, beta, delta)
+    return summary
+
+
+def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,
+           post: np.ndarray, ckpt: dict, trajectories: int, repeats: int, beta: float, delta: float) -> dict:
+    from safemaml.report import before_after_figure
+
     write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
     write_tasks_csv(out / "tasks.csv", family, tasks, pre, post, per_task_rounds(held, post[:, :, 0], beta))
     summary = summarize(pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1), beta, delta, intervals=True,
