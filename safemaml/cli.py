@@ -288,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare, **{k: None for k in TRAIN_FLAGS if k not in
                                         ("tasks", "iterations", "seed", "beta", "delta", "init")})
+
+    from safemaml.study_cli import add_parser as add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 
