@@ -24,6 +24,7 @@ class AdaptConfig:
     num_steps: int = 1
     first_order: bool = False
     vectorize: str = "auto"  # "vmap", "loop", or "auto": vmap on CUDA, the per-task loop on CPU
+    resample: bool = False  # num_steps > 1: sample fresh trajectories before every inner step (the paper's code)
 
     def __post_init__(self) -> None:
         if self.vectorize not in ("auto", "vmap", "loop"):
@@ -48,9 +49,16 @@ def _adapt_one(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, 
     return params
 
 
+def per_task(params: Params) -> bool:
+    """Whether `params` carry a leading task dimension (adapted parameters do)."""
+    return params["log_std"].dim() == 2
+
+
 def adapt(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,
           adv: Tensor, mask: Tensor) -> Params:
     """theta'_T for every task: data [K, n, H, ...] -> params with a leading K dimension.
+
+    `params` may be shared or already per task (the later steps of a resampling inner loop).
 
     On CPU the per-task loop is the default: the work inside each task is already batched and
     measured faster than vmap there (docs/performance.md); on CUDA vmap is the win.
@@ -63,8 +71,8 @@ def adapt(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actio
 def adapt_vmap(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,
                adv: Tensor, mask: Tensor) -> Params:
     """`adapt` vmapped over tasks with torch.func."""
-    one = lambda o, a, d, m: _adapt_one(spec, cfg, params, o, a, d, m)  # noqa: E731
-    return torch.func.vmap(one)(obs, actions, adv, mask)
+    one = lambda p, o, a, d, m: _adapt_one(spec, cfg, p, o, a, d, m)  # noqa: E731
+    return torch.func.vmap(one, in_dims=(0 if per_task(params) else None, 0, 0, 0, 0))(params, obs, actions, adv, mask)
 
 
 def adapt_loop(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,
@@ -77,16 +85,16 @@ def adapt_loop(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, 
     outer = torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
     if not outer:
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    per_task = []
+    tasks, start = [], per_task(params)
     with torch.enable_grad():
         for k in range(obs.shape[0]):
-            p = params
+            p = {name: v[k] for name, v in params.items()} if start else params
             for _ in range(cfg.num_steps):
                 loss = inner_loss(spec, p, obs[k], actions[k], adv[k], mask[k])
                 grads = torch.autograd.grad(loss, list(p.values()), create_graph=outer and not cfg.first_order)
                 if not outer or cfg.first_order:
                     grads = [g.detach() for g in grads]
                 p = {name: v - cfg.fast_lr * g for (name, v), g in zip(p.items(), grads)}
-            per_task.append(p)
-    stacked = {name: torch.stack([p[name] for p in per_task]) for name in params}
+            tasks.append(p)
+    stacked = {name: torch.stack([p[name] for p in tasks]) for name in params}
     return stacked if outer else {k: v.detach() for k, v in stacked.items()}

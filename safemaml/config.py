@@ -22,6 +22,7 @@ class PolicyConfig:
     hidden: tuple[int, ...] = (100, 100)
     activation: str = "relu"
     init_std: float = 1.0
+    min_std: float = 1e-6  # floor on the policy's standard deviation (the paper's code)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrainConfig:
     gamma: float = 0.99
     gae_lambda: float = 1.0
     checkpoint_every: int = 10
+    clip_actions: bool = True  # clip actions to the action bounds before the environment (the paper's rewards)
     init: str = ""  # start theta from this checkpoint (or run directory's last.pt) instead of a fresh policy
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)

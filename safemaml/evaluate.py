@@ -15,14 +15,13 @@ import numpy as np
 import torch
 
 from safemaml import config as config_io
-from safemaml.adapt import adapt
 from safemaml.errors import SafeMamlError
 from safemaml.metrics import p_hat, summarize
-from safemaml.policy import PolicySpec
+from safemaml.metastep import inner_loop
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.trainer import derive_seed, load_checkpoint
+from safemaml.trainer import derive_seed, load_checkpoint, policy_spec
 
 
 def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
@@ -42,15 +41,14 @@ def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
 def sample_before_after(family: TaskFamily, cfg, params, grid: np.ndarray, n: int, repeats: int,
                         seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Returns pre, post of shape [G, repeats, n]."""
-    spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
-    sampler = Sampler(family, spec, len(grid), n, device=device)
+    spec = policy_spec(cfg, family)
+    sampler = Sampler(family, spec, len(grid), n, device=device, clip_actions=cfg.clip_actions)
     pre_all, post_all = [], []
     for r in range(repeats):
-        pre = sampler.sample(params, grid, seed=derive_seed(seed, r, 0))
-        adv = advantages(pre.obs, pre.rewards, pre.mask, cfg.gamma, cfg.gae_lambda)
-        with torch.no_grad():
-            fast = adapt(spec, cfg.adapt, params, pre.obs, pre.actions, adv, pre.mask)
-        post = sampler.sample(fast, grid, seed=derive_seed(seed, r, 1))
+        inner = inner_loop(spec, cfg.adapt, params, sampler, grid, lambda s: derive_seed(seed, r, s),
+                           lambda t: advantages(t.obs, t.rewards, t.mask, cfg.gamma, cfg.gae_lambda))
+        pre = inner.pre
+        post = sampler.sample(inner.fast, grid, seed=derive_seed(seed, r, 1))
         pre_all.append(pre.returns.cpu().numpy())
         post_all.append(post.returns.cpu().numpy())
     return np.stack(pre_all, 1), np.stack(post_all, 1)

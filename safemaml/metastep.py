@@ -7,15 +7,19 @@ search judges every candidate theta with its own adapted policies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from safemaml.adapt import AdaptConfig, adapt
 from safemaml.metabatch import MetaBatch
 from safemaml.policy import Params, PolicySpec, kl_divergence, log_prob
-from safemaml.rollout import Trajectories
+from safemaml.rollout import Sampler, Trajectories
 
 
 @dataclass
@@ -27,10 +31,54 @@ class MetaData:
     pre_adv: Tensor  # [K, n, H]
     post_adv: Tensor  # [K, m, H]
     sampling_params: Params  # theta'_T(theta_0) that sampled `post`, per task (detached)
+    resampled: list[tuple[Trajectories, Tensor]] = field(default_factory=list)  # adapt.resample: steps 2, 3, ...
 
 
-def adapted(spec: PolicySpec, cfg: AdaptConfig, params: Params, pre: Trajectories, pre_adv: Tensor) -> Params:
-    return adapt(spec, cfg, params, pre.obs, pre.actions, pre_adv, pre.mask)
+def adapted(spec: PolicySpec, cfg: AdaptConfig, params: Params, pre: Trajectories, pre_adv: Tensor,
+            resampled: list[tuple[Trajectories, Tensor]] = ()) -> Params:
+    """theta'_T: cfg.num_steps inner steps on the pre-update data; with cfg.resample, one step on
+    the pre-update data and one on each batch of `resampled` (sampled by the step before it)."""
+    if not cfg.resample:
+        return adapt(spec, cfg, params, pre.obs, pre.actions, pre_adv, pre.mask)
+    one = dataclasses.replace(cfg, num_steps=1)
+    for traj, adv in [(pre, pre_adv), *resampled]:
+        params = adapt(spec, one, params, traj.obs, traj.actions, adv, traj.mask)
+    return params
+
+
+@dataclass
+class InnerLoop:
+    """What `inner_loop` sampled and adapted, and the seconds spent adapting (sampling aside)."""
+
+    pre: Trajectories
+    pre_adv: Tensor
+    resampled: list[tuple[Trajectories, Tensor]]
+    fast: Params  # theta'_T, detached
+    adapt_seconds: float
+
+
+def inner_loop(spec: PolicySpec, cfg: AdaptConfig, params: Params, sampler: Sampler, tasks: np.ndarray,
+               seed_of: Callable[[int], int], advantages_of: Callable[[Trajectories], Tensor]) -> InnerLoop:
+    """Sample the pre-update data with theta and adapt to it; with cfg.resample (and num_steps > 1)
+    sample again with the parameters of every intermediate step, as the paper's code does.
+
+    Sampling seeds: seed_of(0) for the pre-update data, seed_of(s + 1) for the data of inner
+    step s + 1 (seed_of(1) is left to the post-update phase).
+    """
+    pre = sampler.sample(params, tasks, seed=seed_of(0))
+    pre_adv = advantages_of(pre)
+    resampled: list[tuple[Trajectories, Tensor]] = []
+    adapting = 0.0
+    with torch.no_grad():
+        for s in range(1, cfg.num_steps if cfg.resample else 1):
+            start = time.perf_counter()
+            theta_s = adapted(spec, cfg, params, pre, pre_adv, resampled)
+            adapting += time.perf_counter() - start
+            traj = sampler.sample(theta_s, tasks, seed=seed_of(s + 1))
+            resampled.append((traj, advantages_of(traj)))
+        start = time.perf_counter()
+        fast = {k: v.detach() for k, v in adapted(spec, cfg, params, pre, pre_adv, resampled).items()}
+    return InnerLoop(pre, pre_adv, resampled, fast, adapting + time.perf_counter() - start)
 
 
 def meta_loss(spec: PolicySpec, cfg: AdaptConfig, objective, params: Params,
@@ -38,7 +86,7 @@ def meta_loss(spec: PolicySpec, cfg: AdaptConfig, objective, params: Params,
     """(objective loss, mean KL from the sampling policies, objective metrics) at theta = params."""
     pre, post = data.pre, data.post
     K, m, H = post.rewards.shape
-    new = adapted(spec, cfg, params, pre, data.pre_adv)
+    new = adapted(spec, cfg, params, pre, data.pre_adv, data.resampled)
     post_obs, post_act = post.obs.view(K, m * H, -1), post.actions.view(K, m * H, -1)
     logp_post = log_prob(spec, new, post_obs, post_act).view(K, m, H)
     steps = post.mask.sum((1, 2)).clamp_min(1.0)

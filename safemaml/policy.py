@@ -29,12 +29,19 @@ class PolicySpec:
     hidden: tuple[int, ...] = (100, 100)
     activation: str = "relu"
     init_std: float = 1.0
+    min_std: float = 1e-6  # floor on the standard deviation (the paper's code: min_log_std = log(1e-6))
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise SafeMamlError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         if self.init_std <= 0 or any(h < 1 for h in self.hidden):
             raise SafeMamlError("init_std must be > 0 and hidden sizes >= 1")
+        if not 0 < self.min_std <= self.init_std:
+            raise SafeMamlError(f"min_std must be in (0, init_std], got {self.min_std}")
+
+    def log_std(self, params: Params) -> Tensor:
+        """The effective log standard deviation: params["log_std"] floored at log(min_std)."""
+        return params["log_std"].clamp_min(math.log(self.min_std))
 
     @property
     def num_layers(self) -> int:
@@ -72,9 +79,9 @@ def mean_action(spec: PolicySpec, params: Params, obs: Tensor) -> Tensor:
     return h
 
 
-def log_std_for(params: Params, mean: Tensor) -> Tensor:
-    """log_std broadcast to the mean's shape ([A] shared, or [K, A] per task)."""
-    log_std = params["log_std"]
+def log_std_for(spec: PolicySpec, params: Params, mean: Tensor) -> Tensor:
+    """The effective log_std broadcast to the mean's shape ([A] shared, or [K, A] per task)."""
+    log_std = spec.log_std(params)
     if log_std.dim() == 2:
         log_std = log_std.reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), log_std.shape[1])
     return log_std.expand_as(mean)
@@ -83,7 +90,7 @@ def log_std_for(params: Params, mean: Tensor) -> Tensor:
 def log_prob(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
     """log pi(a | s), summed over action dimensions: [..., obs_dim], [..., A] -> [...]."""
     mean = mean_action(spec, params, obs)
-    log_std = log_std_for(params, mean)
+    log_std = log_std_for(spec, params, mean)
     z = (actions - mean) * torch.exp(-log_std)
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
@@ -91,6 +98,6 @@ def log_prob(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor) -> 
 def kl_divergence(spec: PolicySpec, old: Params, new: Params, obs: Tensor) -> Tensor:
     """KL(pi_old || pi_new) per observation: [..., obs_dim] -> [...]."""
     mu0, mu1 = mean_action(spec, old, obs), mean_action(spec, new, obs)
-    ls0, ls1 = log_std_for(old, mu0), log_std_for(new, mu1)
+    ls0, ls1 = log_std_for(spec, old, mu0), log_std_for(spec, new, mu1)
     var0, var1 = torch.exp(2 * ls0), torch.exp(2 * ls1)
     return (ls1 - ls0 + (var0 + (mu0 - mu1).pow(2)) / (2 * var1) - 0.5).sum(-1)

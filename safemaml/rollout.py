@@ -57,14 +57,15 @@ class Sampler:
     """Holds one batched environment of K*n copies of a family and fills Trajectories from it."""
 
     def __init__(self, family: TaskFamily, spec: PolicySpec, num_tasks: int, num_traj: int,
-                 device: torch.device | str = "cpu", horizon: int | None = None, nthread: int = 0):
+                 device: torch.device | str = "cpu", horizon: int | None = None, nthread: int = 0,
+                 clip_actions: bool = True):
         if num_tasks < 1 or num_traj < 1:
             raise SafeMamlError(f"need at least one task and one trajectory, got {num_tasks} x {num_traj}")
         self.family, self.spec = family, spec
         self.num_tasks, self.num_traj = num_tasks, num_traj
         self.horizon = horizon or family.horizon
         self.device = torch.device(device)
-        self.env = family.make_env(num_tasks * num_traj, nthread=nthread)
+        self.env = family.make_env(num_tasks * num_traj, nthread=nthread, clip_actions=clip_actions)
 
     @torch.no_grad()
     def sample(self, params: Params, tasks: np.ndarray, seed: int) -> Trajectories:
@@ -84,7 +85,7 @@ class Sampler:
         rew_buf = np.zeros((H, B))
         mask_buf = np.zeros((H, B))
         logp_buf = torch.zeros(H, K, n, device=dev, dtype=dtype)
-        log_std = params["log_std"]
+        log_std = self.spec.log_std(params)
         log_std = log_std.unsqueeze(1) if log_std.dim() == 2 else log_std  # [K, 1, A] for per-task params
         std = torch.exp(log_std)
         logp_const = -(log_std + 0.5 * math.log(2 * math.pi)).sum(-1)  # log-density at the mean

@@ -23,7 +23,7 @@ from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.fisher import maml_fvp, supports
 from safemaml.metaopt import MetaOptimizer
-from safemaml.metastep import MetaData, adapted, meta_loss
+from safemaml.metastep import MetaData, inner_loop, meta_loss
 from safemaml.metrics import summarize
 from safemaml.policy import Params, PolicySpec
 from safemaml.returns import advantages
@@ -57,17 +57,23 @@ class Learner:
     def create(cls, cfg: TrainConfig) -> "Learner":
         family = get_family(cfg.tasks)
         device = torch.device(cfg.device)
-        spec = PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation,
-                          cfg.policy.init_std)
+        spec = policy_spec(cfg, family)
         objective = make_objective(cfg.objective_name, **cfg.objective_params)
-        pre = Sampler(family, spec, cfg.meta_batch_size, cfg.fast_batch_size, device=device)
+        pre = Sampler(family, spec, cfg.meta_batch_size, cfg.fast_batch_size, device=device,
+                      clip_actions=cfg.clip_actions)
         post = pre if cfg.post_batch_size == cfg.fast_batch_size else Sampler(
-            family, spec, cfg.meta_batch_size, cfg.post_batch_size, device=device)
+            family, spec, cfg.meta_batch_size, cfg.post_batch_size, device=device, clip_actions=cfg.clip_actions)
         params = initial_params(cfg, spec, device)
         return cls(cfg, spec, params, MetaOptimizer(cfg.meta), objective, pre, post, device)
 
     def advantages(self, traj) -> torch.Tensor:
         return advantages(traj.obs, traj.rewards, traj.mask, self.cfg.gamma, self.cfg.gae_lambda)
+
+
+def policy_spec(cfg: TrainConfig, family) -> PolicySpec:
+    """The policy shape of a run of `cfg` on `family`."""
+    return PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation,
+                      cfg.policy.init_std, cfg.policy.min_std)
 
 
 def initial_params(cfg: TrainConfig, spec: PolicySpec, device: torch.device) -> Params:
@@ -88,13 +94,11 @@ def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
     cfg, t0 = learner.cfg, time.perf_counter()
     family = learner.pre_sampler.family
     tasks = family.sample(cfg.meta_batch_size, np.random.default_rng([cfg.seed, iteration]))
-    pre = learner.pre_sampler.sample(learner.params, tasks, seed=derive_seed(cfg.seed, iteration, 0))
-    pre_adv = learner.advantages(pre)
-    t1 = time.perf_counter()
-    fast = {k: v.detach() for k, v in adapted(learner.spec, cfg.adapt, learner.params, pre, pre_adv).items()}
-    t2 = time.perf_counter()
-    post = learner.post_sampler.sample(fast, tasks, seed=derive_seed(cfg.seed, iteration, 1))
-    data = MetaData(pre, post, pre_adv, learner.advantages(post), fast)
+    inner = inner_loop(learner.spec, cfg.adapt, learner.params, learner.pre_sampler, tasks,
+                       lambda s: derive_seed(cfg.seed, iteration, s), learner.advantages)
+    pre = inner.pre
+    post = learner.post_sampler.sample(inner.fast, tasks, seed=derive_seed(cfg.seed, iteration, 1))
+    data = MetaData(pre, post, inner.pre_adv, learner.advantages(post), inner.fast, inner.resampled)
     t3 = time.perf_counter()
     objective_metrics: dict[str, float] = {}
 
@@ -114,7 +118,8 @@ def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
                         getattr(learner.objective, "beta", 0.1), getattr(learner.objective, "delta", 0.1))
     metrics.update(info)
     metrics.update({f"objective_{k}": v for k, v in objective_metrics.items()})
-    metrics.update(iteration=float(iteration), time_sampling=(t1 - t0) + (t3 - t2), time_adapt=t2 - t1,
+    metrics.update(iteration=float(iteration), time_sampling=(t3 - t0) - inner.adapt_seconds,
+                   time_adapt=inner.adapt_seconds,
                    time_optimize=t4 - t3)
     finite = math.isfinite(info["loss_before"]) and all(bool(torch.isfinite(v).all()) for v in new_params.values())
     if not finite:

@@ -28,7 +28,8 @@ def test_collector_replays_exactly_in_gymnasium():
                 np.testing.assert_allclose(traj.obs[k, j, t].numpy(), obs, atol=1e-5)
                 action = traj.actions[k, j, t].double().numpy()
                 obs, _, _, _, info = env.step(action)
-                expected = family.reward(tasks[k], info["x_velocity"], action, 0.0)
+                # the paper's reward, on the action clipped to [-1, 1] (docs/tasks.md)
+                expected = -abs(info["x_velocity"] - tasks[k, 0]) - 0.05 * np.square(np.clip(action, -1, 1)).sum()
                 assert traj.rewards[k, j, t].item() == pytest.approx(float(expected), abs=1e-4)
 
 

@@ -34,14 +34,17 @@ class _TaskReward:
     family_name: str
     task_kwarg: str
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, clip_actions: bool = True, **kwargs: Any):
         task = kwargs.pop(self.task_kwarg, 1.0)
+        self.clip_actions = clip_actions
         with quiet_mujoco():
             super().__init__(**kwargs)
         self.family = _family(self.family_name)
         self.task = self.family.validate(task)[0]
 
     def step(self, action):
+        if self.clip_actions:  # as the batch engine: the cost is paid on what the motors receive
+            action = np.clip(action, self.action_space.low, self.action_space.high)
         obs, _, terminated, truncated, info = super().step(action)
         contact_sq = float(np.sum(np.square(self.contact_forces))) if hasattr(self, "contact_forces") else 0.0
         reward = float(self.family.reward(self.task, info["x_velocity"], np.asarray(action), contact_sq))
@@ -72,14 +75,15 @@ class LocomotionVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, family: str, num_envs: int, max_episode_steps: int = 200, **task: Any):
+    def __init__(self, family: str, num_envs: int, max_episode_steps: int = 200, clip_actions: bool = True,
+                 **task: Any):
         self.family = _family(family)
         kwarg = TASK_KWARG[self.family.goal]
         unknown = set(task) - {kwarg}
         if unknown:
             raise SafeMamlError(f"{family}: unknown argument(s) {sorted(unknown)}; the task is {kwarg}=")
         value = np.broadcast_to(task.get(kwarg, 1.0), (num_envs,))
-        self.engine = self.family.make_env(num_envs)
+        self.engine = self.family.make_env(num_envs, clip_actions=clip_actions)
         self.engine.set_tasks(self.family.validate(value.reshape(-1, 1)))
         self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
         high = np.inf * np.ones(self.engine.obs_dim)

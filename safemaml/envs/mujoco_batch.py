@@ -76,10 +76,11 @@ class MujocoBatchEnv:
     """`num_envs` simulations with per-environment tasks, done masks and reset generators."""
 
     def __init__(self, robot: Robot, reward_fn: RewardFn, num_envs: int, num_params: int,
-                 nthread: int = 0):
+                 nthread: int = 0, clip_actions: bool = True):
         if num_envs < 1:
             raise SafeMamlError(f"num_envs must be >= 1, got {num_envs}")
         self.robot, self.reward_fn, self.num_envs = robot, reward_fn, num_envs
+        self.clip_actions = clip_actions
         self.model = load_model(robot)
         self.batch = mujoco.batch.Batch(self.model, num_envs, nthread=nthread or (os.cpu_count() or 1),
                                         persistent=robot.contact_forces)
@@ -93,6 +94,7 @@ class MujocoBatchEnv:
         self.dt = self.model.opt.timestep * robot.frame_skip
         self.obs_dim = observation_size(robot, self.model)
         self.act_dim = self.model.nu
+        self.ctrl_low, self.ctrl_high = self.model.actuator_ctrlrange[:, 0], self.model.actuator_ctrlrange[:, 1]
         self.tasks = np.zeros((num_envs, num_params))
         self.done = np.zeros(num_envs, dtype=bool)
         self.rngs = [gym_rng(None) for _ in range(num_envs)]
@@ -136,9 +138,14 @@ class MujocoBatchEnv:
         """Advance the running environments one control step.
 
         Returns observations [B, obs_dim], rewards [B] (0 for finished environments) and the
-        environments that terminated at this step [B].
+        environments that terminated at this step [B]. With `clip_actions` (the paper's code, by
+        default) the actions are clipped to the actuators' range before the environment, so the
+        control cost is paid on what the motors receive; MuJoCo clamps `ctrl` to that range in
+        any case, so the dynamics are the same either way.
         """
         actions = check_actions(actions, self.num_envs, self.act_dim)
+        if self.clip_actions:
+            actions = np.clip(actions, self.ctrl_low, self.ctrl_high)
         active = ~self.done
         ids = None if active.all() else np.flatnonzero(active)
         x_before = self._x()

@@ -58,7 +58,8 @@ class BanditFamily(TaskFamily):
     def _accepts(self, tasks: np.ndarray) -> np.ndarray:
         return (np.abs(tasks) <= 5.0).all(axis=1)
 
-    def make_env(self, num_envs: int, nthread: int = 0) -> BanditEnv:
+    def make_env(self, num_envs: int, nthread: int = 0, clip_actions: bool = True) -> BanditEnv:
+        """A batch of bandits; actions are unbounded, so `clip_actions` has nothing to clip."""
         return BanditEnv(num_envs, self.act_dim)
 
     def expected_return(self, mean: np.ndarray, std: np.ndarray, tasks: np.ndarray) -> np.ndarray:

@@ -58,8 +58,12 @@ class TaskFamily(ABC):
         """The default evaluation tasks, shape [G, P]; may extend beyond the training range."""
 
     @abstractmethod
-    def make_env(self, num_envs: int) -> BatchEnv:
-        """A batched environment of `num_envs` environments (tasks set by `set_tasks`)."""
+    def make_env(self, num_envs: int, nthread: int = 0, clip_actions: bool = True) -> BatchEnv:
+        """A batched environment of `num_envs` environments (tasks set by `set_tasks`).
+
+        `clip_actions`: clip actions to the action bounds before the environment (the paper's
+        code), so that control costs are paid on the clipped actions.
+        """
 
     @abstractmethod
     def _accepts(self, tasks: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """HalfCheetah and Ant with goal velocity or goal direction (Finn et al. 2017; the paper's tasks).
 
 Dynamics, observations, resets and terminations are Gymnasium's v5; only the reward and the
-task distribution change (see ../../docs/tasks.md and the design notes' table).
+task distribution change. The rewards are those of the paper's code (pytorch-maml-rl for
+HalfCheetah, cbfinn/maml_rl for Ant); docs/tasks.md lists every difference from that code and
+from Gymnasium v5.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class RewardWeights:
 
 
 CHEETAH_WEIGHTS = RewardWeights(ctrl=0.05, contact=0.0, survive=0.0)
-ANT_WEIGHTS = RewardWeights(ctrl=0.005, contact=5e-4, survive=1.05)
+ANT_VEL_WEIGHTS = RewardWeights(ctrl=0.005, contact=5e-4, survive=1.05)  # the +1.0 is ant-vel's only
+ANT_DIR_WEIGHTS = RewardWeights(ctrl=0.005, contact=5e-4, survive=0.05)
 
 
 def velocity_reward(goal, x_velocity, actions, contact_sq, w: RewardWeights):
@@ -78,8 +81,9 @@ class LocomotionFamily(TaskFamily):
             return np.abs(t) <= 10.0
         return np.abs(t) == 1.0
 
-    def make_env(self, num_envs: int, nthread: int = 0) -> MujocoBatchEnv:
-        return MujocoBatchEnv(self.robot, self.reward, num_envs, self.num_params, nthread=nthread)
+    def make_env(self, num_envs: int, nthread: int = 0, clip_actions: bool = True) -> MujocoBatchEnv:
+        return MujocoBatchEnv(self.robot, self.reward, num_envs, self.num_params, nthread=nthread,
+                              clip_actions=clip_actions)
 
 
 def _velocity_grid(stop: float) -> np.ndarray:
@@ -93,8 +97,8 @@ def make_locomotion_families() -> list[LocomotionFamily]:
                          _velocity_grid(3.0), "HalfCheetah-v5 running at a goal velocity"),
         LocomotionFamily("halfcheetah-dir", HALF_CHEETAH, CHEETAH_WEIGHTS, "direction", None,
                          directions, "HalfCheetah-v5 running forward or backward"),
-        LocomotionFamily("ant-vel", ANT, ANT_WEIGHTS, "velocity", (0.0, 3.0),
+        LocomotionFamily("ant-vel", ANT, ANT_VEL_WEIGHTS, "velocity", (0.0, 3.0),
                          _velocity_grid(4.0), "Ant-v5 walking at a goal velocity along x"),
-        LocomotionFamily("ant-dir", ANT, ANT_WEIGHTS, "direction", None,
+        LocomotionFamily("ant-dir", ANT, ANT_DIR_WEIGHTS, "direction", None,
                          directions, "Ant-v5 walking forward or backward along x"),
     ]

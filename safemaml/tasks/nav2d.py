@@ -9,11 +9,16 @@ from safemaml.tasks.base import TaskFamily
 
 
 class Nav2DEnv:
-    """Points starting at the origin, moving by clip(a, -0.1, 0.1), rewarded -||s - goal||."""
+    """Points starting at the origin, moving by clip(a, -0.1, 0.1), rewarded -||s - goal||.
+
+    As in the paper's code, an episode ends (after its reward) when the point is within
+    `goal_tolerance` of the goal in both coordinates; a finished point stays frozen.
+    """
 
     obs_dim = 2
     act_dim = 2
     max_step = 0.1
+    goal_tolerance = 0.01
 
     def __init__(self, num_envs: int):
         self.num_envs = num_envs
@@ -31,15 +36,19 @@ class Nav2DEnv:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         actions = check_actions(actions, self.num_envs, self.act_dim)
-        self.state += np.clip(actions, -self.max_step, self.max_step)
-        reward = -np.linalg.norm(self.state - self.tasks, axis=1)
-        return self.state.copy(), reward, np.zeros(self.num_envs, dtype=bool)
+        active = ~self.done
+        self.state[active] += np.clip(actions[active], -self.max_step, self.max_step)
+        offset = self.state - self.tasks
+        reward = np.where(active, -np.linalg.norm(offset, axis=1), 0.0)
+        terminated = active & (np.abs(offset) < self.goal_tolerance).all(axis=1)
+        self.done |= terminated
+        return self.state.copy(), reward, terminated
 
 
 class Nav2DFamily(TaskFamily):
     name = "nav2d"
     description = "2D point reaching a goal position"
-    distribution = "goal ~ U[-0.5, 0.5]^2"
+    distribution = "goal ~ U[-0.5, 0.5]^2; ends within 0.01 of the goal"
     domain = "goal in [-2, 2]^2"
     param_names = ("goal_x", "goal_y")
     horizon = 100
@@ -56,5 +65,6 @@ class Nav2DFamily(TaskFamily):
     def _accepts(self, tasks: np.ndarray) -> np.ndarray:
         return (np.abs(tasks) <= 2.0).all(axis=1)
 
-    def make_env(self, num_envs: int, nthread: int = 0) -> Nav2DEnv:
+    def make_env(self, num_envs: int, nthread: int = 0, clip_actions: bool = True) -> Nav2DEnv:
+        """A batch of points; the step is always clipped to +-0.1 (the task's own bound)."""
         return Nav2DEnv(num_envs)
