@@ -20,6 +20,7 @@ import json
 import shutil
 import socket
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,18 +269,23 @@ def open_storage(url: str, heartbeat: int = 10, grace: int = 30) -> optuna.stora
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     if url.startswith("postgresql"):
         kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-    except ModuleNotFoundError as exc:
-        hint = " (pip install 'safemaml[postgres]')" if url.startswith("postgres") else ""
-        raise SafeMamlError(f"storage {_safe(url)}: missing driver {exc.name}{hint}") from None
-    except Exception as exc:  # sqlalchemy: unknown dialect, refused connection, bad credentials
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SafeMamlError(f"storage {_safe(url)} cannot be used: {reason}") from None
+    for attempt in range(3):  # workers starting together may race to create the tables
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        except ModuleNotFoundError as exc:
+            hint = " (pip install 'safemaml[postgres]')" if url.startswith("postgres") else ""
+            raise SafeMamlError(f"storage {_safe(url)}: missing driver {exc.name}{hint}") from None
+        except Exception as exc:  # sqlalchemy: unknown dialect, refused connection, bad credentials
+            if attempt < 2 and "nosuchmodule" not in type(exc).__name__.lower() and "refused" not in str(exc):
+                time.sleep(1.0)
+                continue
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SafeMamlError(f"storage {_safe(url)} cannot be used: {reason}") from None
+    raise AssertionError("unreachable")
 
 
 def _safe(url: str) -> str:
@@ -291,19 +297,21 @@ def _safe(url: str) -> str:
     return scheme + sep + rest
 
 
-def load_or_create(storage, name: str, settings: StudySettings | None, pruner=None) -> tuple[optuna.Study,
-                                                                                          StudySettings]:
+def load_or_create(storage, name: str, settings: StudySettings | None, pruner=None,
+                   sampler_seed: int | None = None) -> tuple[optuna.Study, StudySettings]:
     """Create the study with these settings, or load it and check that the settings agree.
 
-    `settings` None means "continue with the stored settings".
+    `settings` None means "continue with the stored settings". Optuna's default sampler (TPE);
+    `sampler_seed` makes a single worker's sequence of trials reproducible.
     """
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed) if sampler_seed is not None else None
     exists = name in optuna.get_all_study_names(storage)
     if not exists and settings is None:
         raise SafeMamlError(f"no study {name!r} in this storage; start one with `safemaml study run DIR "
                             f"--objective O ...`")
     stored = None
     if exists:
-        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner, sampler=sampler)
         text = study.user_attrs.get(SETTINGS_ATTR)
         stored = StudySettings.from_json(text) if text else None
         if stored is None and settings is None:
@@ -312,7 +320,7 @@ def load_or_create(storage, name: str, settings: StudySettings | None, pruner=No
     directions = [METRICS[m] for m in settings.metrics]
     if not exists:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, pruner=pruner,
-                                    load_if_exists=True)
+                                    sampler=sampler, load_if_exists=True)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings.to_json())
         with warnings.catch_warnings():
@@ -471,7 +479,7 @@ def run_study(study: optuna.Study, settings: StudySettings, directory: Path, tri
             raise
         ran += 1
         failures = failures + 1 if last and last[-1].state == TrialState.FAIL else 0
-        if last and not quiet:
+        if last:
             _report_trial(last[-1], settings)
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise SafeMamlError(f"{failures} trials in a row failed (last: "

@@ -55,6 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a worker's heartbeats")
     p.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a trial is "
                                                           "failed and retried (<= 60)")
+    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: reproducible trials)")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
     p.set_defaults(func=cmd_study_run)
 
@@ -117,7 +118,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     directory, storage = _open(args, args.heartbeat, args.grace)
     name = args.study_name or directory.resolve().name
     # the pruner acts only where trials report intermediate values: single-metric studies with --prune-every
-    study, settings = load_or_create(storage, name, settings, MedianPruner(n_startup_trials=3))
+    study, settings = load_or_create(storage, name, settings, MedianPruner(n_startup_trials=3),
+                                     args.sampler_seed)
     hint = continue_hint(directory, args.storage, name, args.trials)
     before = finished(study)
     ran = run_study(study, settings, directory, args.trials, args.device, args.quiet, hint)
@@ -127,9 +129,18 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
 
 def _configure_logging(quiet: bool) -> None:
+    """Optuna's log without tracebacks: a failed trial's reason is on the trial (see `study show`)."""
+    import logging
+
     import optuna
 
+    def drop_traceback(record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
     optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(drop_traceback)
 
 
 def cmd_study_show(args: argparse.Namespace) -> int:
