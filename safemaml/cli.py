@@ -152,7 +152,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         make_objective(name, **{k: v for k, v in cfg.objective_params.items() if k in ("beta", "delta")})
     if cfg.objective_params.keys() - {"beta", "delta"}:
         raise SafeMamlError("compare shares only beta and delta between objectives; set others per run with train")
-    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet)
+    if args.seeds is not None and args.seed is not None:
+        raise SafeMamlError("give --seed or --seeds, not both")
+    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
+                   seeds=args.seeds)
     print((Path(args.out) / "comparison.md").read_text(), end="")
     return 0 if rows else 1
 
@@ -277,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks")
     p.add_argument("--iterations", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train every objective on each seed: per-seed rows and a test paired over seeds")
     p.add_argument("--beta", type=float)
     p.add_argument("--delta", type=float)
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
