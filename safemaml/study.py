@@ -276,9 +276,9 @@ def open_storage(url: str, heartbeat: int = 10, grace: int = 30) -> optuna.stora
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-        except ModuleNotFoundError as exc:
-            hint = " (pip install 'safemaml[postgres]')" if url.startswith("postgres") else ""
-            raise SafeMamlError(f"storage {_safe(url)}: missing driver {exc.name}{hint}") from None
+        except ImportError as exc:  # Optuna's "Failed to import DB access module"
+            hint = "; pip install 'safemaml[postgres]'" if url.startswith("postgres") else ""
+            raise SafeMamlError(f"storage {_safe(url)}: its database driver is not installed{hint}") from None
         except Exception as exc:  # sqlalchemy: unknown dialect, refused connection, bad credentials
             if attempt < 2 and "nosuchmodule" not in type(exc).__name__.lower() and "refused" not in str(exc):
                 time.sleep(1.0)
