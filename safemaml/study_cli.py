@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from safemaml.errors import SafeMamlError
 
 # settings flags: given on a continued study, they must agree with the stored settings
-SETTING_FLAGS = ("config", "tasks", "iterations", "set", "init", "objective", "seeds", "search", "fix", "grid",
-                 "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
+SETTING_FLAGS = ("config", "tasks", "iterations", "seed", "set", "init", "objective", "seeds", "search", "fix",
+                 "grid", "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
 
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
@@ -66,19 +65,19 @@ def add_parser(sub) -> None:
 
 
 def _settings_from_args(args: argparse.Namespace):
+    """The study's settings from the flags, through train's own config resolution (cli._base_config,
+    cli._overrides). The device is left out: it belongs to each worker, not to the study."""
     from safemaml import cli
+    from safemaml import config as config_io
     from safemaml.study import Evaluation, make_settings
 
-    for flag in cli.TRAIN_FLAGS:
-        if not hasattr(args, flag):
-            setattr(args, flag, None)
-    args.objective_flags = {}
-    base = cli._base_config(args)
+    flags = argparse.Namespace(**{flag: None for flag in cli.TRAIN_FLAGS})
+    for flag in ("config", "tasks", "iterations", "seed", "set", "init"):
+        setattr(flags, flag, getattr(args, flag))
+    flags.objective_flags = {}
+    base = cli._base_config(flags)
+    base = config_io.override(base, cli._overrides(flags))
     objective = args.objective or base.objective_name
-    args.objective = None  # the objective is chosen below, its parameters by the search
-    from safemaml import config as config_io
-
-    base = config_io.override(base, cli._overrides(args))
     evaluation = Evaluation(grid=args.grid, trajectories=_or(args.trajectories, 20), repeats=_or(args.repeats, 1),
                             seed=_or(args.eval_seed, 0), beta=_or(args.eval_beta, 0.1),
                             delta=_or(args.eval_delta, 0.1))
@@ -108,9 +107,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
-    given = [f for f in SETTING_FLAGS if getattr(args, f, None) is not None] + (["seed"] if args.seed is not None
-                                                                                 else [])
-    settings = _settings_from_args(args) if given else None
+    given = any(getattr(args, f) is not None for f in SETTING_FLAGS)
+    settings = _settings_from_args(args) if given else None  # None: continue with the stored settings
     from safemaml.cli import _device
 
     _device(args.device)
@@ -157,6 +155,3 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     print(show(study, settings, Path(args.out) if args.out else directory), end="")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: safemaml study run|show DIR")
