@@ -53,6 +53,21 @@ def importances(study: optuna.Study, settings: StudySettings) -> dict[str, dict[
     return out
 
 
+def without_constraints(study: optuna.Study) -> optuna.Study:
+    """An in-memory copy of the complete trials without their constraint: its Pareto front is the
+    unconstrained one (shown when no trial is feasible). Each copy keeps its number as `number`."""
+    copy = optuna.create_study(directions=study.directions)
+    copy.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values,
+                                               user_attrs={"number": t.number})
+                     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))])
+    return copy
+
+
+def _feasible(study: optuna.Study) -> bool:
+    return any(all(v <= 0 for v in t.constraints.values())
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
 def _save(ax, path: Path) -> None:
     figure = ax.flat[0].figure if hasattr(ax, "flat") else ax.figure
     figure.set_size_inches(max(figure.get_size_inches()[0], 6), max(figure.get_size_inches()[1], 4.5))
@@ -76,11 +91,17 @@ def figures(study: optuna.Study, settings: StudySettings, out: Path) -> list[Pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning of optuna.visualization.matplotlib
         if len(names) == 2:
-            ax = ovm.plot_pareto_front(study, target_names=names, constraints_func=None)
+            ax = ovm.plot_pareto_front(study, target_names=names)
             ax.set_title(f"Pareto front ({len(settings.seeds)} seeds per trial; "
                          f"V̂ at β = {settings.evaluation.beta})")
             _save(ax, out / "pareto.png")
             written.append(out / "pareto.png")
+            if not _feasible(study):
+                ax = ovm.plot_pareto_front(without_constraints(study), target_names=names)
+                ax.set_title(f"Pareto front without the Eq. 6 constraint (no trial certified; "
+                             f"{len(settings.seeds)} seeds per trial)", fontsize=10)
+                _save(ax, out / "pareto_unconstrained.png")
+                written.append(out / "pareto_unconstrained.png")
         for i, name in enumerate(names):
             ax = ovm.plot_optimization_history(study, target=lambda t, i=i: t.values[i], target_name=name)
             path = out / f"history_{settings.metrics[i]}.png"
@@ -119,6 +140,9 @@ def show(study: optuna.Study, settings: StudySettings, out: Path) -> str:
             front = sorted(t.number for t in study.best_trials)
             lines.append("Pareto front (feasible trials only, where the Eq. 6 constraint is set): "
                          + (", ".join(f"trial {n}" for n in front) or "empty: no trial satisfies the constraint"))
+            if not front:
+                free = sorted(t.user_attrs["number"] for t in without_constraints(study).best_trials)
+                lines.append("Pareto front without the constraint: " + ", ".join(f"trial {n}" for n in free))
         elif complete:
             try:
                 best = study.best_trial
