@@ -213,7 +213,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if cfg.objective_params.keys() - {"beta", "delta"}:
         raise SafeMamlError("compare shares only beta and delta between objectives; set others per run with train")
     api.validate(cfg)
-    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet)
+    if args.seeds is not None and args.seed is not None:
+        raise SafeMamlError("give --seed or --seeds, not both")
+    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
+                   seeds=args.seeds)
     print((Path(args.out) / "comparison.md").read_text(), end="")
     return 0 if rows else 1
 
@@ -389,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objectives to train, each once; the first is the reference of the Wilcoxon tests "
                         "(default: maml lagrangian cvar quantile)")
     _train_options(p)
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train every objective on each seed: per-seed rows and a test paired over seeds")
     p.add_argument("--init", metavar="RUN", help="start every objective from the policy of RUN")
     p.add_argument("--trajectories", type=int, default=20, metavar="N", help="evaluation trajectories per task")
     p.add_argument("--repeats", type=int, default=1, metavar="R", help="independent evaluation rounds per task")
@@ -411,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectories", type=int, default=20, metavar="N", help="trajectories per task")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+    from safemaml.study_cli import add_parser as add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 
