@@ -186,3 +186,39 @@ def test_return_scale_fixed_or_automatic(name):
     mad = lower_median(np.abs(pairs - lower_median(pairs)))
     assert make_objective(name, return_scale=2.5)(batch)[1]["scale"] == 2.5
     assert make_objective(name)(batch)[1]["scale"] == pytest.approx(mad)
+
+
+def test_score_surrogate_is_the_leave_one_out_weighted_log_likelihood_change():
+    """sum_Tj w~_Tj (log p' - log p'_old) over post- and (when given) pre-update trajectories, w~ the
+    leave-one-out centred weights written out here; value and gradient."""
+    from objectives.penalty import score_surrogate
+
+    g = torch.Generator().manual_seed(2)
+    theta = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
+    post_ll, pre_ll = torch.randn(2, 3, generator=g, dtype=torch.float64), torch.randn(2, 4, generator=g,
+                                                                                      dtype=torch.float64)
+    batch = MetaBatch(pre_returns=torch.zeros(2, 4), post_returns=torch.zeros(2, 3), surrogates=torch.zeros(2),
+                      pre_loglik=pre_ll * theta[0], pre_loglik_old=pre_ll, post_loglik=post_ll * theta[1],
+                      post_loglik_old=post_ll, tasks=torch.zeros(2, 1))
+    w_post, w_pre = torch.randn(2, 3, generator=g, dtype=torch.float64), torch.randn(2, 4, generator=g,
+                                                                                    dtype=torch.float64)
+
+    def centred(w):
+        m = w.shape[1]
+        return torch.stack([torch.stack([w[t, j] - (w[t].sum() - w[t, j]) / (m - 1) for j in range(m)])
+                            for t in range(w.shape[0])])
+
+    expected = ((centred(w_post) * (post_ll * theta[1] - post_ll)).sum()
+                + (centred(w_pre) * (pre_ll * theta[0] - pre_ll)).sum())
+    got = score_surrogate(batch, w_post, w_pre)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(torch.autograd.grad(got, theta, retain_graph=True)[0],
+                               torch.autograd.grad(expected, theta, retain_graph=True)[0])
+    assert torch.autograd.grad(score_surrogate(batch, w_post), theta)[0][0] == 0  # no pre weights: no pre term
+
+
+def test_maml_loss_is_the_mean_surrogate():
+    s = torch.tensor([0.5, -1.5, 4.0], dtype=torch.float64)
+    z = torch.zeros(3, 2)
+    loss, metrics = make_objective("maml")(MetaBatch(z, z, s, z, z, z, z, torch.zeros(3, 1)))
+    assert loss.item() == 1.0 and metrics == {"surrogate": 1.0}

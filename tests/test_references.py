@@ -202,6 +202,21 @@ def test_adapt_loop_returns_detached_parameters_without_an_outer_graph():
     with torch.no_grad():
         fast = adapt_loop(spec, AdaptConfig(), params, traj.obs, traj.actions, adv, traj.mask)
     assert not any(v.requires_grad for v in fast.values())
+    fast = adapt_loop(spec, AdaptConfig(), params, traj.obs, traj.actions, adv, traj.mask)  # grad mode on
+    assert not any(v.requires_grad for v in fast.values())
     theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     assert all(v.requires_grad for v in adapt_loop(spec, AdaptConfig(), theta, traj.obs, traj.actions, adv,
                                                    traj.mask).values())
+
+
+def test_inner_loss_of_a_single_step():
+    """One task whose only trajectory ended after its first step: the loss is -log pi(a_0|s_0) A_0."""
+    spec = PolicySpec(2, 2, hidden=(3,))
+    params = {k: v.double() for k, v in spec.init(0).items()}
+    g = torch.Generator().manual_seed(1)
+    obs, actions = torch.randn(1, 4, 2, generator=g, dtype=torch.float64), torch.randn(1, 4, 2, generator=g,
+                                                                                     dtype=torch.float64)
+    adv, mask = torch.full((1, 4), 0.7, dtype=torch.float64), torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    from safemaml.adapt import inner_loss
+    expected = -_distribution(spec, params, obs[:, :1]).log_prob(actions[:, :1])[0, 0] * 0.7
+    torch.testing.assert_close(inner_loss(spec, params, obs, actions, adv, mask), expected)
