@@ -68,7 +68,8 @@ def train(config: TrainConfig | str | Path | None = None, out: str | Path | None
     """
     from safemaml import trainer
 
-    cfg = resolve_config(config, _dotted(overrides))
+    settings = _dotted(overrides)
+    cfg = resolve_config(config, settings, tasks=settings.pop("tasks", None))  # tasks="nav2d": nav2d's preset
     validate(cfg)
     if out is not None and not str(out).strip():
         raise SafeMamlError("--out must name a folder, got an empty string")

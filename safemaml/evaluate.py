@@ -45,10 +45,11 @@ def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
         raise SafeMamlError(f"--grid {text!r}: START, STOP and STEP must be finite numbers")
     if step <= 0 or stop < start:
         raise SafeMamlError(f"--grid {text!r}: need STEP > 0 and STOP >= START")
-    points = int(np.floor((stop - start) / step + 1e-6)) + 1
-    if points ** family.num_params > MAX_GRID_TASKS:
-        raise SafeMamlError(f"--grid {text!r} has {points ** family.num_params} tasks (at most {MAX_GRID_TASKS}); "
-                            "use a larger STEP")
+    with np.errstate(over="ignore"):
+        span = (stop - start) / step  # STEP-sized intervals; inf when it overflows
+    if not span < MAX_GRID_TASKS or (int(span) + 1) ** family.num_params > MAX_GRID_TASKS:
+        raise SafeMamlError(f"--grid {text!r} has more than {MAX_GRID_TASKS} tasks; use a larger STEP")
+    points = int(np.floor(span + 1e-6)) + 1
     axis = np.round(start + step * np.arange(points), 10)
     mesh = np.meshgrid(*[axis] * family.num_params, indexing="ij")
     return family.validate(np.stack(mesh, axis=-1).reshape(-1, family.num_params))

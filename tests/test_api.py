@@ -9,7 +9,7 @@ import torch
 import safemaml
 from safemaml.errors import SafeMamlError
 
-TINY = dict(iterations=2, meta_batch_size=2, fast_batch_size=2, post_batch_size=2, policy__hidden=[8, 8])
+TINY = dict(iterations=2, meta_batch_size=2, fast_batch_size=2, post_batch_size=2)
 
 
 def _csv(path):
@@ -20,8 +20,9 @@ def _csv(path):
 def test_train_evaluate_resume_and_load_a_run(tmp_path):
     import safemaml.evaluate  # noqa: F401  (the submodule must not shadow the API function)
 
-    run = safemaml.train("nav2d", tmp_path / "run", adapt__fast_lr=0.05, **TINY)
+    run = safemaml.train(out=tmp_path / "run", tasks="nav2d", adapt__fast_lr=0.05, **TINY)
     assert run.config.tasks == "nav2d" and run.config.adapt.fast_lr == 0.05 and run.iterations_done == 2
+    assert run.config.policy.hidden == (64, 64)  # nav2d's preset (safemaml/presets/nav2d.toml), not 100x100
     rows = _csv(tmp_path / "run" / "metrics.csv")
     assert list(run.metrics["iteration"]) == [int(r["iteration"]) for r in rows] == [0, 1]
     assert list(run.metrics["pre_return"]) == pytest.approx([float(r["pre_return"]) for r in rows])
@@ -55,7 +56,7 @@ def test_tensorboard_scalars_are_the_metrics_csv_columns(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    safemaml.train("nav2d", tmp_path / "run", tensorboard=True, **TINY)
+    safemaml.train("nav2d", tmp_path / "run", tensorboard=True, policy__hidden=[8, 8], **TINY)
     board = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     board.Reload()
     rows = _csv(tmp_path / "run" / "metrics.csv")

@@ -9,7 +9,7 @@ import tomllib
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from safemaml import config as config_io
@@ -34,6 +34,9 @@ def test_grid_has_the_points_of_the_formula(start, step, n, slack):
 
 
 @settings(max_examples=300, deadline=None)
+@example("-1e308:1e308:1")  # (STOP - START) / STEP overflows
+@example("0:1:1e-320")
+@example("0:2:1e-6")
 @given(st.one_of(st.text(max_size=30),
                  st.tuples(*[st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
                              for _ in range(3)]).map(lambda t: ":".join(map(str, t)))))
