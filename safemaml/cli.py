@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every objective on each seed: per-seed rows and a test paired over seeds")
     p.add_argument("--init", metavar="RUN", help="start every objective from the policy of RUN")
     p.add_argument("--trajectories", type=int, default=20, metavar="N", help="evaluation trajectories per task")
-    p.add_argument("--repeats", type=int, default=1, metavar="R", help="independent evaluation rounds per task")
+    p.add_argument("--repeats", type=int, metavar="R",
+                   help="independent evaluation rounds per task (default: evaluate's 90, enough power to certify)")
     p.add_argument("--eval-seed", type=int, default=0, help="evaluation seed (the same for every objective)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for OBJECTIVE/ runs and comparison.md")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

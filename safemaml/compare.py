@@ -69,7 +69,7 @@ def _run(cfg: TrainConfig, run: Path, quiet: bool, eval_kwargs: dict) -> dict:
         "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
 
 
-def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: int = 20, repeats: int = 1,
+def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: int = 20, repeats: int | None = None,
             eval_seed: int = 0, quiet: bool = False, seeds: list[int] | None = None) -> list[dict]:
     """Train and evaluate every objective on every seed; write comparison.csv (one row per run),
     comparison_objectives.csv (one row per objective) and comparison.md under `out`."""

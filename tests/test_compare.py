@@ -17,7 +17,7 @@ def _task_gammas(path):
 
 def test_compare_trains_each_objective_and_tests_pairs(tmp_path):
     cfg = tiny_config(iterations=2, **{"objective.beta": 0.2, "objective.delta": 0.3})
-    rows = compare(cfg, ["maml", "cvar"], tmp_path, trajectories=4, quiet=True)
+    rows = compare(cfg, ["maml", "cvar"], tmp_path, trajectories=4, repeats=3, quiet=True)
     assert [r["objective"] for r in rows] == ["maml", "cvar"]
     with (tmp_path / "comparison.csv").open() as f:
         table = list(csv.DictReader(f))
@@ -36,7 +36,7 @@ def test_compare_seeds_has_per_seed_rows_and_a_test_paired_over_seeds(tmp_path, 
     assert main(["compare", "--tasks", "nav2d", "--objectives", "maml", "cvar", "--seeds", "0", "1", "2",
                  "--iterations", "2", "--beta", "0.3", "--delta", "0.5", "--set", "meta_batch_size=2", "--set", "fast_batch_size=2",
                  "--set", "post_batch_size=2", "--set", "policy.hidden=[8,8]", "--trajectories", "2",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--repeats", "3", "--out", str(out), "--quiet"]) == 0
     assert "paired over seeds" in capsys.readouterr().out
     with (out / "comparison.csv").open() as f:
         table = list(csv.DictReader(f))
