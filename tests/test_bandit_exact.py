@@ -36,7 +36,7 @@ def shifted_policy(spec: PolicySpec, seed: int, mean, std) -> dict:
 def test_adapt_rounds_is_the_training_inner_step():
     spec = PolicySpec(1, 2, hidden=(16, 16), min_std=0.2)
     inner = InnerStep(AdaptConfig(fast_lr=0.1), 0.99, 1.0, num_traj=5, horizon=H)
-    for std in ((0.4, 0.3), (0.19, 0.5)):  # the second sits below min_std in x: floored, and frozen in x
+    for std in ((0.4, 0.3), (0.1999, 0.5)):  # the second sits below min_std in x: floored, and frozen in x
         params = shifted_policy(spec, 3, [0.2, -0.1], 1.0)
         params["log_std"] = torch.log(torch.tensor(std, dtype=DTYPE))
         goals = torch.tensor([[0.0, 0.0], [0.7, -0.9], [-1.0, 0.4]], dtype=DTYPE)
