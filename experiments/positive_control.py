@@ -9,6 +9,7 @@ policy of each seed is measured the same way. Writes, into --out:
     per_seed.csv   one row per (objective, seed): exact V, pre/post return, mean Gamma, ...
     tasks.csv      one row per (objective, seed, task): the exact statistics of every grid task
     tests.csv      each constrained objective vs maml: paired differences and Wilcoxon signed-rank tests
+    summary.md     mean ± sd over seeds per arm and the tests, as Markdown tables
     figure.png     V, post- and pre-update return per seed and arm; p_T maps of seed 0
 Runs are trained into --runs/<objective>/seed<k> and resumed there; a finished run's exact
 statistics are cached in its exact.json, so the script picks up where it stopped.
@@ -122,7 +123,8 @@ def paired_tests(rows: list[dict], objectives: list[str]) -> list[dict]:
     for obj in objectives:
         if obj == "maml":
             continue
-        for metric in ("violation_rate", "violation_rate_expected", "post_return", "pre_return", "mean_gamma"):
+        for metric in ("violation_rate", "violation_rate_expected", "frac_negative", "post_return", "pre_return",
+                       "mean_gamma", "pre_std"):
             diff = np.array([by[(obj, s)][metric] - by[("maml", s)][metric] for s in seeds])
             nonzero = diff[diff != 0]
             p = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) > 0 else 1.0
@@ -130,6 +132,28 @@ def paired_tests(rows: list[dict], objectives: list[str]) -> list[dict]:
                         "median_diff": float(np.median(diff)), "lower": int((diff < 0).sum()),
                         "equal": int((diff == 0).sum()), "higher": int((diff > 0).sum()), "wilcoxon_p": p})
     return out
+
+
+SUMMARY_METRICS = (("violation_rate", "exact V"), ("violation_rate_expected", "V with expected returns"),
+                   ("frac_negative", "tasks with E[Γ_T] > 0"), ("pre_return", "pre-update J(θ)"),
+                   ("post_return", "post-update E J(θ')"), ("mean_gamma", "E[Γ_T]"), ("pre_std", "σ"))
+
+
+def summary_markdown(rows: list[dict], tests: list[dict], arms: list[str]) -> str:
+    """Mean ± sd over seeds per arm, and the paired tests against maml, as Markdown tables."""
+    lines = ["| arm | seeds | " + " | ".join(label for _, label in SUMMARY_METRICS) + " |",
+             "|---" * (len(SUMMARY_METRICS) + 2) + "|"]
+    for arm in arms:
+        sel = [r for r in rows if r["objective"] == arm]
+        cells = [f"{np.mean([r[m] for r in sel]):.3f} ± {np.std([r[m] for r in sel], ddof=1):.3f}"
+                 for m, _ in SUMMARY_METRICS]
+        lines.append(f"| {arm} | {len(sel)} | " + " | ".join(cells) + " |")
+    lines += ["", "| objective − maml | metric | mean diff | median diff | lower / equal / higher | Wilcoxon p |",
+              "|---|---|---|---|---|---|"]
+    for t in tests:
+        lines.append(f"| {t['objective']} | {t['metric']} | {t['mean_diff']:+.4f} | {t['median_diff']:+.4f} | "
+                     f"{t['lower']} / {t['equal']} / {t['higher']} | {t['wilcoxon_p']:.3g} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -203,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     tests = paired_tests(rows, exp.objectives)
     write_csv(args.out / "tests.csv", tests)
     (args.out / "config.toml").write_text(args.config.read_text())
+    (args.out / "summary.md").write_text(summary_markdown(rows, tests, ["init", *exp.objectives]))
     figure(rows, exp.objectives, exp.grid_cells, exp.beta, args.out / "figure.png")
     for t in tests:
         if t["metric"] in ("violation_rate", "post_return", "pre_return"):
