@@ -200,6 +200,19 @@ def figure(rows: list[dict], objectives: list[str], cells: int, beta: float, pat
     plt.close(fig)
 
 
+def bound_table(alpha: float, n: int, horizon: int, draws: int = 200_000, seed: int = 0) -> list[tuple[float, float]]:
+    """The by-construction bound on p_T (docs/positive-control.md) for an isotropic policy, as a function
+    of r / sigma, r = ||g - mu||: Pr(chi'^2_{2H}(H r^2 / sigma^2) >= sum_d exp(-2 alpha sqrt(m4_d)) chi^2_H)."""
+    rng = np.random.default_rng(seed)
+    m4 = np.stack([((rng.standard_normal((draws, n * horizon)) ** 2 - 1) ** 2).mean(1) for _ in range(2)], 1)
+    post = (np.exp(-2 * alpha * np.sqrt(m4)) * rng.chisquare(horizon, (draws, 2))).sum(-1)
+    rows = []
+    for r in np.arange(0.0, 1.51, 0.125):
+        pre = rng.noncentral_chisquare(2 * horizon, horizon * r ** 2, draws) if r > 0 else rng.chisquare(2 * horizon, draws)
+        rows.append((float(r), float((pre >= post).mean())))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "experiments" / "positive-control.toml")
@@ -207,8 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "positive-control")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=None, help="override [train] iterations")
+    parser.add_argument("--bound", action="store_true", help="print the by-construction bound on p_T and stop")
     args = parser.parse_args(argv)
     exp = load_experiment(args.config, args.iterations)
+    if args.bound:
+        cfg = exp.train
+        print(f"alpha = {cfg.adapt.fast_lr}, n = {cfg.fast_batch_size}, H = {get_family(cfg.tasks).horizon}: "
+              "upper bound on p_T for a goal at distance r from the pre-update mean (isotropic sigma)")
+        for r, p in bound_table(cfg.adapt.fast_lr, cfg.fast_batch_size, get_family(cfg.tasks).horizon):
+            print(f"  r = {r:5.3f} sigma   p_T <= {p:.3f}")
+        return 0
     jobs = [(o, s) for s in exp.seeds for o in ("init", *exp.objectives)]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
