@@ -77,7 +77,7 @@ def test_exact_statistics_match_the_sampled_pipeline():
     inner = InnerStep(cfg.adapt, cfg.gamma, cfg.gae_lambda, cfg.fast_batch_size, H)
     exact = task_statistics(spec, inner, params, goals, rounds=2000, post_draws=4, pre_pool=20000, seed=0)
     R, n = 200, cfg.fast_batch_size
-    pre, post = sample_before_after(FAMILY, cfg, {k: v.float() for k, v in params.items()}, goals, n, R, 7, "cpu")
+    pre, _, post = sample_before_after(FAMILY, cfg, {k: v.float() for k, v in params.items()}, goals, n, R, 7, "cpu")
     post_mean, post_se = post.mean((1, 2)), post.mean(2).std(1) / math.sqrt(R)
     expected_post = exact.post_return  # E_D[J(theta')] = E[G_post]
     assert (np.abs(post_mean - expected_post) <= 4.5 * post_se).all(), (post_mean, expected_post)  # 2000 exact rounds add ~1/3 se
