@@ -21,7 +21,8 @@ from objectives import make_objective
 from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
-from safemaml.fisher import maml_fvp, supports
+from safemaml.curvature import make_fvp as curvature_fvp
+from safemaml.fisher import supports
 from safemaml.metaopt import MetaOptimizer
 from safemaml.metastep import MetaData, inner_loop, meta_loss
 from safemaml.metrics import summarize
@@ -111,7 +112,7 @@ def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
     make_fvp = None
     if supports(cfg.adapt):
         def make_fvp(theta: Params):
-            return maml_fvp(learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
+            return curvature_fvp(cfg.meta.curvature, learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
     new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp)
     t4 = time.perf_counter()
     metrics = summarize(pre.returns.cpu().numpy(), post.returns.cpu().numpy(),
