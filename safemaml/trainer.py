@@ -185,11 +185,17 @@ class MetricsLog:
         self._write([row], "a", header)
 
 
+def time_breakdown(m: dict[str, float]) -> str:
+    """Where an iteration's time went (the time_* columns of metrics.csv), for the progress line."""
+    return (f"sampling {m['time_sampling']:.1f} s / adaptation {m['time_adapt']:.1f} s / "
+            f"meta-step {m['time_optimize']:.1f} s")
+
+
 def _progress(i: int, total: int, m: dict[str, float], per_it: float) -> None:
     eta = per_it * (total - i - 1)
     line = (f"[{i + 1:>4}/{total}] pre {m['pre_return']:9.2f}  post {m['post_return']:9.2f}  "
-            f"Γ {m['mean_gamma']:+8.2f}  V̂ {m['violation_rate']:.2f}  {per_it:5.1f} s/it  "
-            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+            f"Γ {m['mean_gamma']:+8.2f}  V̂ {m['violation_rate']:.2f}  {per_it:5.1f} s/it "
+            f"({time_breakdown(m)})  ETA {int(eta // 60)}m{int(eta % 60):02d}s")
     end = "\r" if sys.stderr.isatty() and i + 1 < total else "\n"
     print(line, end=end, file=sys.stderr, flush=True)
 
