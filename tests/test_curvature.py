@@ -10,7 +10,7 @@ from objectives import make_objective
 from safemaml.curvature import gaussian_kl_fisher, make_fvp
 from safemaml.errors import SafeMamlError
 from safemaml.metaopt import MetaOptConfig, autograd_fvp, trpo_step
-from safemaml.metastep import meta_loss
+from safemaml.metastep import adapted, meta_loss
 from safemaml.policy import mean_action
 from test_metaopt import _meta_data, _slice
 
@@ -117,3 +117,25 @@ def test_line_search_enforces_the_exact_kl_whatever_the_curvature():
 def test_unknown_curvature_is_a_clear_error():
     with pytest.raises(SafeMamlError, match="meta.curvature"):
         MetaOptConfig(curvature="diagonal")
+
+
+def test_meta_loss_reuses_the_sampling_means_without_going_stale():
+    """meta_loss computes the sampling policies' means once per MetaData; at every theta its KL must
+    still equal torch.distributions' KL between the sampling and the re-adapted policies."""
+    learner, cfg, data = _meta_data()
+    objective = make_objective("maml")
+    K, m, H = data.post.rewards.shape
+    obs, mask = data.post.obs.view(K, m * H, -1), data.post.mask
+    g = torch.Generator().manual_seed(7)
+    for scale in (0.0, 0.05, 0.2):
+        theta = {k: v + scale * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in learner.params.items()}
+        with torch.no_grad():
+            _, kl, _ = meta_loss(learner.spec, cfg.adapt, objective, theta, data)
+            new = adapted(learner.spec, cfg.adapt, theta, data.pre, data.pre_adv)
+            old_mean, new_mean = mean_action(learner.spec, data.sampling_params, obs), mean_action(learner.spec, new, obs)
+            std = lambda p, mu: torch.exp(learner.spec.log_std(p)).unsqueeze(1).expand_as(mu)  # noqa: E731
+            per_step = torch.distributions.kl_divergence(torch.distributions.Normal(old_mean, std(data.sampling_params, old_mean)),
+                                                         torch.distributions.Normal(new_mean, std(new, new_mean))).sum(-1)
+        expected = ((per_step.view(K, m, H) * mask).sum((1, 2)) / mask.sum((1, 2))).mean()
+        torch.testing.assert_close(kl, expected, atol=1e-12, rtol=1e-9)
+        assert (kl > 1e-6) == (scale > 0)
