@@ -2,7 +2,8 @@
 seeds of pre/post return, mean Γ and V̂ per meta-iteration, with the min-max band over seeds;
 and a table at the last iteration that every run of both curvatures reached.
 
-Usage (repository root): python experiments/results/curvature-parity/plot.py [OUT.png]
+Usage (repository root): python experiments/results/curvature-parity/plot.py [RUNS_DIR] [OUT.png]
+(RUNS_DIR holds one folder per curvature, each with seed* run folders; default: this folder.)
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def load(variant: Path) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "nav2d-curvature-parity.png"
-    variants = {v.name: load(v) for v in sorted(HERE.iterdir()) if v.is_dir() and any(v.glob("seed*"))}
+    runs = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else runs / "curvature-parity.png"
+    variants = {v.name: load(v) for v in sorted(runs.iterdir()) if v.is_dir() and any(v.glob("seed*"))}
     n = min(d["pre_return"].shape[1] for d in variants.values())
     fig, axes = plt.subplots(1, len(FIELDS), figsize=(4 * len(FIELDS), 3.4))
     for ax, (field, label) in zip(axes, FIELDS.items()):
