@@ -41,7 +41,8 @@ class MetaOptConfig:
             if not getattr(self, field) > 0:
                 raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
         if self.curvature not in ("exact", "gauss-newton", "adapted-fisher"):
-            raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; known: exact, gauss-newton, adapted-fisher")
+            raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; "
+                                "known: exact, gauss-newton, adapted-fisher")
         if not 0 < self.fvp_subsample <= 1:
             raise SafeMamlError(f"meta.fvp_subsample must be in (0, 1], got {self.fvp_subsample}")
         if self.cg_damping < 0 or self.cg_iters < 1 or self.ls_max_steps < 1:

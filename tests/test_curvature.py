@@ -132,10 +132,12 @@ def test_meta_loss_reuses_the_sampling_means_without_going_stale():
         with torch.no_grad():
             _, kl, _ = meta_loss(learner.spec, cfg.adapt, objective, theta, data)
             new = adapted(learner.spec, cfg.adapt, theta, data.pre, data.pre_adv)
-            old_mean, new_mean = mean_action(learner.spec, data.sampling_params, obs), mean_action(learner.spec, new, obs)
+            old, new_mean = data.sampling_params, mean_action(learner.spec, new, obs)
+            old_mean = mean_action(learner.spec, old, obs)
             std = lambda p, mu: torch.exp(learner.spec.log_std(p)).unsqueeze(1).expand_as(mu)  # noqa: E731
-            per_step = torch.distributions.kl_divergence(torch.distributions.Normal(old_mean, std(data.sampling_params, old_mean)),
-                                                         torch.distributions.Normal(new_mean, std(new, new_mean))).sum(-1)
+            per_step = torch.distributions.kl_divergence(torch.distributions.Normal(old_mean, std(old, old_mean)),
+                                                         torch.distributions.Normal(new_mean, std(new, new_mean)))
+            per_step = per_step.sum(-1)
         expected = ((per_step.view(K, m, H) * mask).sum((1, 2)) / mask.sum((1, 2))).mean()
         torch.testing.assert_close(kl, expected, atol=1e-12, rtol=1e-9)
         assert (kl > 1e-6) == (scale > 0)

@@ -51,8 +51,8 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}; iterations shown: {n}")
-    print("| curvature | seeds | " + " | ".join(f"{label} at iteration {n}: mean [min, max]" for label in FIELDS.values())
-          + " |")
+    header = " | ".join(f"{label} at iteration {n}: mean [min, max]" for label in FIELDS.values())
+    print(f"| curvature | seeds | {header} |")
     print("| --- | ---: |" + " ---: |" * len(FIELDS))
     for name, data in variants.items():
         cells = [f"{data[f][:, n - 1].mean():.2f} [{data[f][:, n - 1].min():.2f}, {data[f][:, n - 1].max():.2f}]"
