@@ -58,6 +58,16 @@ def main() -> None:
         cells = [f"{data[f][:, n - 1].mean():.2f} [{data[f][:, n - 1].min():.2f}, {data[f][:, n - 1].max():.2f}]"
                  for f in FIELDS]
         print(f"| {name} | {data['pre_return'].shape[0]} | " + " | ".join(cells) + " |")
+    if "exact-1.0" in variants:  # the rule: each candidate's mean curve inside the exact seed band
+        ref = variants["exact-1.0"]
+        for name, data in variants.items():
+            if name == "exact-1.0":
+                continue
+            for field, label in FIELDS.items():
+                mean, low, high = data[field][:, :n].mean(0), ref[field][:, :n].min(0), ref[field][:, :n].max(0)
+                outside = [i + 1 for i in range(n) if not low[i] <= mean[i] <= high[i]]
+                print(f"{name} {label}: mean outside the exact curvature's min-max band at iterations "
+                      f"{outside or 'none'}")
 
 
 if __name__ == "__main__":
