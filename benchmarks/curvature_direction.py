@@ -21,7 +21,6 @@ import torch  # noqa: E402
 
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
-from safemaml.cli import REPO_EXPERIMENTS  # noqa: E402
 from safemaml.curvature import make_fvp  # noqa: E402
 from safemaml.metaopt import conjugate_gradient  # noqa: E402
 from safemaml.metastep import MetaData, inner_loop, meta_loss  # noqa: E402
@@ -35,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="halfcheetah-vel")
     args = parser.parse_args()
-    cfg = config_io.load(REPO_EXPERIMENTS / f"{args.tasks}.toml")
+    cfg = config_io.preset(args.tasks)
     learner = Learner.create(cfg)
     tasks = learner.pre_sampler.family.sample(cfg.meta_batch_size, np.random.default_rng(0))
     inner = inner_loop(learner.spec, cfg.adapt, learner.params, learner.pre_sampler, tasks, lambda s: s,

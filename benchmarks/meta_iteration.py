@@ -24,7 +24,6 @@ import torch  # noqa: E402
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
 from safemaml.adapt import adapt_loop, adapt_vmap  # noqa: E402
-from safemaml.cli import REPO_EXPERIMENTS  # noqa: E402
 from safemaml.trainer import Learner, meta_step  # noqa: E402
 
 
@@ -96,7 +95,7 @@ def main() -> None:
                         help="'default' or CURVATURE[:FVP_SUBSAMPLE], e.g. adapted-fisher:0.25")
     parser.add_argument("--skip-adaptation", action="store_true", help="skip the vmap/loop table")
     args = parser.parse_args()
-    base = config_io.override(config_io.load(REPO_EXPERIMENTS / f"{args.tasks}.toml"), {"device": args.device})
+    base = config_io.override(config_io.preset(args.tasks), {"device": args.device})
     configs = {name: variant(base, name) for name in args.curvatures}
     print(f"# meta-iteration benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "

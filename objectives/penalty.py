@@ -6,7 +6,8 @@ weights computed from the sampled returns. `score_surrogate` turns such weights 
 differentiable term whose value is 0 at the sampling parameters and whose gradient is the
 penalty's gradient estimate; in a TRPO line search its value is the first-order estimate of
 the penalty's change. Weights are centred per task with a leave-one-out baseline, which
-keeps the estimate unbiased and lowers its variance.
+lowers the variance. The weights depend on all the task's trajectories, so the estimates are
+consistent (their bias vanishes as n, m grow), not unbiased; docs/objectives.md gives the bias.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def return_scale(gamma: Tensor, fixed: float = 0.0, floor: float = 1e-3) -> Tens
 
 
 def loo_center(weights: Tensor) -> Tensor:
-    """w_j - mean_{k != j} w_k along the last axis (a baseline that leaves the estimate unbiased)."""
+    """w_j - mean_{k != j} w_k along the last axis: a baseline that would leave the estimate unbiased if
+    w_j did not depend on trajectory j (it lowers the variance; see the module docstring)."""
     m = weights.shape[-1]
     if m < 2:
         return weights

@@ -1,20 +1,46 @@
 """safemaml: measure and reduce negative adaptation in MAML for reinforcement learning.
 
-Importing the package registers the Gymnasium ids `safemaml/HalfCheetahVel-v0`,
-`safemaml/HalfCheetahDir-v0`, `safemaml/AntVel-v0` and `safemaml/AntDir-v0`.
+The Python API (see safemaml.api): `safemaml.train`, `safemaml.resume`, `safemaml.evaluate`,
+`safemaml.load_run`. Importing the package registers the Gymnasium ids
+`safemaml/HalfCheetahVel-v0`, `safemaml/HalfCheetahDir-v0`, `safemaml/AntVel-v0` and `safemaml/AntDir-v0`.
 """
 
 import os
+import sys
+import types
 
 # Idle OpenMP threads of torch spin and steal the cores MuJoCo steps on; this only takes
 # effect when safemaml is imported before torch (sampling also runs torch on one thread).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from safemaml.envs.gym_envs import register_envs
-from safemaml.errors import SafeMamlError
+from safemaml.envs.gym_envs import register_envs  # noqa: E402
+from safemaml.errors import RunFault, SafeMamlError  # noqa: E402
 
 __version__ = "0.1.0"
+API = ("train", "resume", "evaluate", "load_run")
 
 register_envs()
 
-__all__ = ["SafeMamlError", "__version__"]
+
+def __getattr__(name: str):
+    """The API functions, imported on first use so that `import safemaml` stays light."""
+    if name in API:
+        from safemaml import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'safemaml' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps `safemaml.evaluate` the API function: importing the submodule safemaml/evaluate.py
+    would otherwise bind the module to that name (use `from safemaml.evaluate import ...` for it)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+__all__ = ["SafeMamlError", "RunFault", "__version__", *API]

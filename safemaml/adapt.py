@@ -33,9 +33,14 @@ class AdaptConfig:
 
 def inner_loss(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor, adv: Tensor,
                mask: Tensor) -> Tensor:
-    """One task's REINFORCE loss -mean_t[log pi(a_t|s_t) A_t] over the steps taken ([n, H] data)."""
+    """The REINFORCE loss -mean_t[log pi(a_t|s_t) A_t] over each task's steps taken.
+
+    Data [..., n, H, ·] -> one loss per leading index: a scalar for one task's [n, H] data, [K]
+    for a meta-batch [K, n, H] with per-task parameters (leading dim K). The one definition of
+    the inner loss: adaptation descends it and the Fisher product differentiates it.
+    """
     logp = log_prob(spec, params, obs, actions)
-    return -(logp * adv * mask).sum() / mask.sum().clamp_min(1.0)
+    return -(logp * adv * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1.0)
 
 
 def _adapt_one(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, actions: Tensor,

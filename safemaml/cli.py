@@ -1,76 +1,52 @@
-"""The `safemaml` command: one subcommand per job; bad input is one line on stderr and exit 2."""
+"""The `safemaml` command: a thin layer over the Python API (safemaml.api), one subcommand per job.
+
+Bad input is one line on stderr and exit 2; a fault (full disk, read-only folder, a run that
+diverged) is one line and exit 1; Ctrl-C is one line and exit 130. Never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from safemaml.errors import SafeMamlError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line (no usage dump) and exit status 2."""
+    """argparse, but usage errors are one line (no usage dump) that points to --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise SafeMamlError(f"{self.prog}: {message}")
+        raise SafeMamlError(f"{message} (see `{self.prog} --help`)")
 
 
-def _device(name: str):
-    import torch
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, when it has one."""
 
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise SafeMamlError(f"unknown device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SafeMamlError(f"device {name!r} requested but CUDA is not available here")
-    return device
-
-
-def cmd_tasks(args: argparse.Namespace) -> int:
-    """List every task family: distribution, horizon, observation and action sizes."""
-    from safemaml.tasks import all_families
-
-    rows = [f.summary() for f in all_families()]
-    cols = ["family", "tasks", "horizon", "obs", "act", "description"]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
-    return 0
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        has_default = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if has_default and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    """Sample K tasks x n trajectories with a fresh policy and report what was measured."""
-    from safemaml.policy import PolicySpec
-    from safemaml.rollout import Sampler
-    from safemaml.tasks import get_family
-
-    family = get_family(args.tasks)
-    device = _device(args.device)
-    spec = PolicySpec(family.obs_dim, family.act_dim)
-    sampler = Sampler(family, spec, args.num_tasks, args.trajectories, device=device)
-    params = spec.init(args.seed, device)
-    tasks = family.sample(args.num_tasks, np.random.default_rng(args.seed))
-    sampler.sample(params, tasks, seed=args.seed)  # warm-up
-    start = time.perf_counter()
-    traj = sampler.sample(params, tasks, seed=args.seed + 1)
-    seconds = time.perf_counter() - start
-    returns = traj.returns
-    print(f"{family.name}: {args.num_tasks} tasks x {args.trajectories} trajectories x "
-          f"{family.horizon} steps on {device}")
-    print(f"  {traj.num_steps} control steps in {seconds:.2f} s = {traj.num_steps / seconds:,.0f} steps/s")
-    print(f"  return of a random-init policy: mean {returns.mean():.2f}, "
-          f"min {returns.min():.2f}, max {returns.max():.2f}")
-    return 0
+def _q(path: Path | str) -> str:
+    return shlex.quote(str(path))
 
 
-REPO_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+# ---- train -------------------------------------------------------------------------------
 
 # flag -> dotted config key; None values are not overrides
 TRAIN_FLAGS = {"tasks": "tasks", "iterations": "iterations", "seed": "seed", "device": "device",
@@ -89,83 +65,191 @@ def _parse_value(text: str):
         return text
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    settings = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
-    settings.update(args.objective_flags)
-    for item in args.set or []:
+def _set_items(items: list[str] | None) -> dict:
+    settings = {}
+    for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SafeMamlError(f"--set expects KEY=VALUE, got {item!r}")
+        if not sep or not key.strip():
+            raise SafeMamlError(f"--set expects KEY=VALUE such as adapt.fast_lr=0.05, got {item!r}")
         settings[key.strip()] = _parse_value(value.strip())
     return settings
 
 
-def _base_config(args: argparse.Namespace):
-    from safemaml import config as config_io
+def _overrides(args: argparse.Namespace) -> dict:
+    settings = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
+                if getattr(args, flag, None) is not None}
+    settings.update(args.objective_flags)
+    settings.update(_set_items(args.set))
+    return settings
 
-    if args.config:
-        return config_io.load(args.config)
-    candidate = REPO_EXPERIMENTS / f"{args.tasks or 'halfcheetah-vel'}.toml"
-    if candidate.is_file():
-        return config_io.load(candidate)
-    from safemaml.tasks import get_family
 
-    get_family(args.tasks)  # a clear error for unknown families
-    return config_io.TrainConfig(tasks=args.tasks)
+def _extra_flags(extra: list[str]) -> dict[str, object]:
+    """`--name value` pairs left over by argparse: candidates for the objective's parameters."""
+    settings, i = {}, 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or len(flag) == 2:
+            raise SafeMamlError(f"unexpected argument {flag!r} (see `safemaml train --help`)")
+        name, sep, value = flag[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise SafeMamlError(f"{flag} expects a value")
+            value, i = extra[i + 1], i + 1
+        settings[name] = _parse_value(value)
+        i += 1
+    return settings
+
+
+def _objective_flags(extra: dict[str, object], objective: str, parser: argparse.ArgumentParser) -> dict:
+    """Check the leftover flags against the objective's parameters; unknown ones are named as flags."""
+    if not extra:
+        return {}
+    from objectives import available
+
+    registry = available()
+    params = list(registry[objective].parameters()) if objective in registry else []
+    out = {}
+    for name, value in extra.items():
+        key = name.replace("-", "_")
+        if key in params:
+            out[f"objective.{key}"] = value
+            continue
+        owners = [n for n, cls in registry.items() if key in cls.parameters()]
+        if owners:
+            raise SafeMamlError(f"--{name} is a parameter of objective {', '.join(owners)}, not of {objective!r} "
+                                f"(choose it with --objective {owners[0]})")
+        options = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+        options += [f"--{p.replace('_', '-')}" for p in params]
+        close = difflib.get_close_matches(f"--{name}", options, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see `safemaml train --help`"
+        raise SafeMamlError(f"unknown option --{name}{hint}")
+    return out
+
+
+def _train_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    from safemaml import api
+
+    base_settings = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
+                     if getattr(args, flag, None) is not None and flag != "tasks"}
+    base_settings.update(_set_items(args.set))
+    objective = base_settings.get("objective.name") or api.resolve_config(args.config, tasks=args.tasks).objective_name
+    args.objective_flags = _objective_flags(args.extra, str(objective), parser)
+    return api.resolve_config(args.config, _overrides(args), tasks=args.tasks)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Meta-train a policy; writes config, metrics.csv and checkpoints into the run directory."""
-    from objectives import make_objective
-    from safemaml import config as config_io
-    from safemaml.tasks import get_family
-    from safemaml.trainer import train
+    """Meta-train a policy into a run folder (config.toml, metrics.csv, last.pt, checkpoints/).
+
+    With no flags, the paper's setting of the chosen family (a preset shipped with safemaml;
+    `--print-config` shows it). Objective parameters are flags too: `--eta 2.0` for cvar
+    (`safemaml objectives` lists every objective's parameters and defaults).
+    """
+    from safemaml import api, config as config_io
 
     if args.resume:
+        if args.print_config or args.config or args.out or args.extra or args.set or any(
+                getattr(args, f) is not None for f in TRAIN_FLAGS if f not in ("iterations", "device")):
+            raise SafeMamlError("--resume accepts only --iterations, --device, --tensorboard and --quiet; "
+                                "the rest comes from the run")
+        api.resume(args.resume, args.iterations, args.device, quiet=args.quiet, tensorboard=args.tensorboard)
         out = Path(args.resume)
-        cfg = config_io.load(out / "config.toml") if (out / "config.toml").is_file() else None
-        if cfg is None:
-            raise SafeMamlError(f"{out} is not a run directory (no config.toml)")
-        allowed = {k: v for k, v in _overrides(args).items() if k in ("iterations", "device")}
-        if len(allowed) != len(_overrides(args)):
-            raise SafeMamlError("--resume accepts only --iterations and --device; the rest comes from the run")
-        cfg = config_io.override(cfg, allowed)
     else:
-        cfg = config_io.override(_base_config(args), _overrides(args))
-        out = Path(args.out or f"runs/{cfg.tasks}-{cfg.objective_name}-seed{cfg.seed}")
-    get_family(cfg.tasks)
-    _device(cfg.device)
-    make_objective(cfg.objective_name, **cfg.objective_params)  # validate before touching the run directory
-    train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
-    print(f"run directory: {out}")
+        cfg = _train_config(args, args.parser)
+        if args.print_config:
+            api.validate(cfg)
+            print(config_io.dumps(cfg), end="")
+            return 0
+        if args.out is not None and not args.out.strip():
+            raise SafeMamlError("--out must name a folder, got an empty string")
+        out = Path(args.out) if args.out else api.default_out(cfg)
+        api.train(cfg, out, quiet=args.quiet, tensorboard=args.tensorboard)
+    if not args.quiet:
+        print(f"run folder: {out}\nnext: safemaml evaluate {_q(out)}    # before/after returns on the task grid\n"
+              f"      safemaml report {_q(out)}      # learning curve")
+    return 0
+
+
+# ---- the other commands --------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Before/after returns of a trained run on tasks drawn from p(T), or a grid (CSVs, summary, figure).
+
+    Writes RUN/eval/returns.csv, tasks.csv, summary.json and figure.png (docs/metrics.md explains
+    every column); the folder is replaced only once everything is written. beta and delta default
+    to the run's objective.
+    """
+    from safemaml import api
+
+    summary = api.evaluate(args.run, args.out, grid=args.grid, trajectories=args.trajectories,
+                           repeats=args.repeats, seed=args.seed, beta=args.beta, delta=args.delta, device=args.device,
+                           sample=args.sample, task_seed=args.task_seed)
+    out = Path(args.out) if args.out else Path(args.run) / "eval"
+    print(f"{summary['tasks']} tasks ({summary['task_set']}) x {summary['repeats']} rounds x {args.trajectories} "
+          f"trajectories, after {summary['iteration']} meta-iterations; beta = {summary['beta']:g}, "
+          f"delta = {summary['delta']:g}")
+    for key in ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
+                "action_std", "min_passing_p", "certified_fraction"):
+        value = summary[key]
+        print(f"  {key:20s} {'n/a' if value is None else format(value, ' .4g')}")
+    print(f"  {'certified':20s} {'yes' if summary['certified'] else 'no'}")
+    print(f"written: {out}/returns.csv, tasks.csv, summary.json, figure.png")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train and evaluate several objectives with the same config, seeds and evaluation tasks."""
     from objectives import make_objective
-    from safemaml import config as config_io
+    from safemaml import api
     from safemaml.compare import compare
 
-    cfg = config_io.override(_base_config(args), _overrides(args))
+    duplicates = sorted({n for n in args.objectives if args.objectives.count(n) > 1})
+    if duplicates:
+        raise SafeMamlError(f"--objectives names {', '.join(duplicates)} more than once")
+    args.objective_flags = {}
+    cfg = api.resolve_config(args.config, _overrides(args), tasks=args.tasks)
     for name in args.objectives:
         make_objective(name, **{k: v for k, v in cfg.objective_params.items() if k in ("beta", "delta")})
     if cfg.objective_params.keys() - {"beta", "delta"}:
         raise SafeMamlError("compare shares only beta and delta between objectives; set others per run with train")
-    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet)
+    api.validate(cfg)
+    if args.seeds is not None and args.seed is not None:
+        raise SafeMamlError("give --seed or --seeds, not both")
+    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
+                   seeds=args.seeds)
     print((Path(args.out) / "comparison.md").read_text(), end="")
     return 0 if rows else 1
 
 
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """Draw a run's learning curve (pre- and post-update return per meta-iteration) as PNG."""
+    """Draw a run's learning curve (pre- and post-update return per meta-iteration)."""
+    import os
+
+    from safemaml import rundir
     from safemaml.report import learning_curve
 
-    run = Path(args.run)
-    if not (run / "metrics.csv").is_file():
-        raise SafeMamlError(f"{run} is not a run directory (no metrics.csv)")
-    out = Path(args.out) if args.out else run / "learning_curve.png"
-    learning_curve(run / "metrics.csv", out, title=args.title or run.name)
+    run = rundir.RunDir(args.run)
+    if run.path.exists() and not run.path.is_dir():
+        raise SafeMamlError(f"{run} is a file, not a run folder")
+    run.read_metrics()  # a one-line error for a missing, empty or foreign metrics.csv
+    out = Path(args.out) if args.out else run.path / "learning_curve.png"
+    if out.suffix.lower() not in FIGURE_FORMATS:
+        raise SafeMamlError(f"--out {out}: the figure's name must end in {', '.join(FIGURE_FORMATS)}")
+    if out.is_dir():
+        raise SafeMamlError(f"--out {out} is a folder; name a file such as {out / 'learning_curve.png'}")
+    if not out.parent.is_dir():
+        raise SafeMamlError(f"--out {out}: the folder {out.parent} does not exist")
+    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
+    try:
+        with rundir.os_errors(out):
+            learning_curve(run.metrics_path, tmp, title=args.title or run.path.resolve().name)
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     print(f"written: {out}")
     return 0
 
@@ -181,129 +265,207 @@ def cmd_objectives(args: argparse.Namespace) -> int:
     return 0
 
 
-def _objective_flags(extra: list[str]) -> dict:
-    """`--name value` pairs left over by argparse: parameters of the chosen objective."""
-    settings, i = {}, 0
-    while i < len(extra):
-        flag = extra[i]
-        if not flag.startswith("--"):
-            raise SafeMamlError(f"unexpected argument {flag!r}")
-        name, sep, value = flag[2:].partition("=")
-        if not sep:
-            if i + 1 >= len(extra):
-                raise SafeMamlError(f"{flag} expects a value")
-            value, i = extra[i + 1], i + 1
-        settings[f"objective.{name.replace('-', '_')}"] = _parse_value(value)
-        i += 1
-    return settings
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """List every task family: distribution, horizon, observation and action sizes."""
+    from safemaml.tasks import all_families
 
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Before/after returns of a trained run on a task grid: CSVs, metrics summary and figure."""
-    from safemaml.evaluate import evaluate_run
-
-    _device(args.device)
-    summary = evaluate_run(Path(args.run), Path(args.out) if args.out else None, args.grid, args.trajectories,
-                           args.repeats, args.seed, args.beta, args.delta, args.device)
-    out = Path(args.out) if args.out else Path(args.run) / "eval"
-    print(f"{summary['tasks']} tasks x {args.repeats} x {args.trajectories} trajectories, "
-          f"after {summary['iteration']} meta-iterations")
-    for key in ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
-                "certified_fraction", "certified"):
-        print(f"  {key:20s} {summary[key]: .4g}")
-    print(f"written: {out}/returns.csv, tasks.csv, summary.json, figure.png")
+    rows = [f.summary() for f in all_families()]
+    cols = ["family", "tasks", "horizon", "obs", "act", "description"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Sample K tasks x n trajectories with a fresh policy and report control steps per second."""
+    import numpy as np
+
+    from safemaml.policy import PolicySpec
+    from safemaml.rollout import Sampler
+    from safemaml.tasks import get_family
+    from safemaml.trainer import torch_device
+
+    family = get_family(args.tasks)
+    device = torch_device(args.device)
+    if args.seed < 0:
+        raise SafeMamlError(f"--seed must be >= 0, got {args.seed}")
+    spec = PolicySpec(family.obs_dim, family.act_dim)
+    sampler = Sampler(family, spec, args.num_tasks, args.trajectories, device=device)
+    params = spec.init(args.seed, device)
+    tasks = family.sample(args.num_tasks, np.random.default_rng(args.seed))
+    sampler.sample(params, tasks, seed=args.seed)  # warm-up
+    start = time.perf_counter()
+    traj = sampler.sample(params, tasks, seed=args.seed + 1)
+    seconds = time.perf_counter() - start
+    returns = traj.returns
+    print(f"{family.name}: {args.num_tasks} tasks x {args.trajectories} trajectories x "
+          f"{family.horizon} steps on {device}")
+    print(f"  {traj.num_steps} control steps in {seconds:.2f} s = {traj.num_steps / seconds:,.0f} steps/s")
+    print(f"  return of a random-init policy: mean {returns.mean():.2f}, "
+          f"min {returns.min():.2f}, max {returns.max():.2f}")
+    return 0
+
+
+# ---- the parser ------------------------------------------------------------------------------
+
+
+def _command(sub, name: str, func: Callable, **kwargs) -> argparse.ArgumentParser:
+    doc = inspect.cleandoc(func.__doc__ or "")
+    p = sub.add_parser(name, help=doc.splitlines()[0], description=doc, **kwargs)
+    p.set_defaults(func=func, parser=p)
+    return p
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    preset = " (default: the preset's)"
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="start from this TOML config instead of the family's preset (`preset = \"NAME\"` in it "
+                        "starts from a preset)")
+    p.add_argument("--tasks", metavar="FAMILY", help="task family, see `safemaml tasks` (default: halfcheetah-vel, "
+                                                     "or the --config's)")
+    p.add_argument("--iterations", type=int, metavar="N", help="meta-iterations in all" + preset)
+    p.add_argument("--seed", type=int, help="seed of everything random" + preset)
+    p.add_argument("--beta", type=float, help="per-task tolerance of Eq. 6, in (0, 1) (default: 0.1)")
+    p.add_argument("--delta", type=float, help="fraction of tasks allowed to violate, in (0, 1) (default: 0.1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any config value, e.g. --set adapt.fast_lr=0.05 (repeatable; --print-config lists keys)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="safemaml", description="Measure and reduce negative adaptation in MAML.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
-    sub.add_parser("tasks", help=cmd_tasks.__doc__).set_defaults(func=cmd_tasks)
-    p = sub.add_parser("sample", help=cmd_sample.__doc__)
-    p.add_argument("--tasks", default="halfcheetah-vel", help="task family (see `safemaml tasks`)")
-    p.add_argument("--num-tasks", type=int, default=40)
-    p.add_argument("--trajectories", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_sample)
+    parser = _Parser(prog="safemaml", description="Measure and reduce negative adaptation in MAML for RL.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help=cmd_train.__doc__)
-    p.add_argument("--config", help="TOML config (default: experiments/FAMILY.toml, the paper's setting)")
-    p.add_argument("--tasks", help="task family (default halfcheetah-vel)")
-    p.add_argument("--objective", help="meta-objective (see `safemaml objectives`)")
-    p.add_argument("--beta", type=float, help="per-task tolerance of Eq. 6")
-    p.add_argument("--delta", type=float, help="fraction of tasks allowed to violate")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device")
-    p.add_argument("--meta-batch-size", type=int)
-    p.add_argument("--fast-batch-size", type=int)
-    p.add_argument("--post-batch-size", type=int)
-    p.add_argument("--fast-lr", type=float)
-    p.add_argument("--first-order", action="store_const", const=True)
-    p.add_argument("--meta-optimizer", choices=["trpo", "adam"])
-    p.add_argument("--max-kl", type=float)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--init", metavar="RUN", help="start from the policy of RUN (a run directory or checkpoint)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, e.g. adapt.num_steps=2")
-    p.add_argument("--out", help="run directory (default runs/FAMILY-OBJECTIVE-seedS)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.set_defaults(func=cmd_train)
+    p = _command(sub, "train", cmd_train)
+    _train_options(p)
+    p.add_argument("--objective", metavar="NAME", help="meta-objective: maml, lagrangian, cvar, quantile, ... "
+                                                      "(see `safemaml objectives`)" + " (default: the preset's)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--meta-batch-size", type=int, metavar="K", help="tasks per meta-batch (default: the preset's)")
+    p.add_argument("--fast-batch-size", type=int, metavar="N",
+                   help="pre-update trajectories per task (default: the preset's)")
+    p.add_argument("--post-batch-size", type=int, metavar="N",
+                   help="post-update trajectories per task (default: the preset's)")
+    p.add_argument("--fast-lr", type=float, metavar="ALPHA", help="inner step size (default: the preset's)")
+    p.add_argument("--first-order", action="store_const", const=True,
+                   help="first-order meta-gradient (default: second order)")
+    p.add_argument("--meta-optimizer", choices=["trpo", "adam"], help="outer optimiser (default: trpo)")
+    p.add_argument("--max-kl", type=float, help="TRPO trust region (default: 0.01)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="keep checkpoints/iter_N.pt every N iterations (default: the preset's)")
+    p.add_argument("--init", metavar="RUN", help="start from the policy of RUN (a run folder or checkpoint)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/FAMILY-OBJECTIVE-seedS)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint "
+                                                   "(with --iterations: to that many in all)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as TOML and exit without training")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log the metrics.csv columns to RUN/tensorboard (needs safemaml[tensorboard])")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.epilog = ("objective parameters: pass --NAME VALUE for any parameter of the chosen objective, e.g.\n"
+                "  safemaml train --objective cvar --eta 2.0\n`safemaml objectives` lists them with defaults.")
 
-    p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
-    p.add_argument("run", help="run directory")
-    p.add_argument("--grid", help="START:STOP:STEP of task parameters (default: the family's grid)")
-    p.add_argument("--trajectories", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--delta", type=float, default=0.1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", help="output folder (default RUN/eval)")
-    p.set_defaults(func=cmd_evaluate)
+    p = _command(sub, "evaluate", cmd_evaluate)
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="evaluate on N tasks drawn i.i.d. from the training distribution p(T) (default: 40, "
+                        "unless --grid is given)")
+    p.add_argument("--task-seed", type=int, default=0, help="seed of the --sample draw")
+    p.add_argument("--grid", metavar="START:STOP:STEP",
+                   help="task parameters START..STOP (included), or 'default' for the family's grid; negative "
+                        "values work: --grid -0.5:0.5:0.25 (for figures: the certificate then speaks of the grid, "
+                        "not of p(T))")
+    p.add_argument("--trajectories", type=int, default=20, metavar="N", help="trajectories per task and round")
+    p.add_argument("--repeats", type=int, metavar="R",
+                   help="independent rounds per task (default: 90, so that p_T = 0.97 passes at beta = 0.1 with "
+                        "probability 0.87)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.add_argument("--beta", type=float, help="per-task tolerance for V-hat and the certificate "
+                                              "(default: the run's objective)")
+    p.add_argument("--delta", type=float, help="fraction of tasks allowed to violate (default: the run's objective)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval)")
 
-    sub.add_parser("objectives", help=cmd_objectives.__doc__).set_defaults(func=cmd_objectives)
-
-    p = sub.add_parser("report", help=cmd_report.__doc__)
-    p.add_argument("run")
-    p.add_argument("--out")
-    p.add_argument("--title")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("compare", help=cmd_compare.__doc__)
-    p.add_argument("--objectives", nargs="+", default=["maml", "lagrangian", "cvar", "quantile"])
-    p.add_argument("--config")
-    p.add_argument("--tasks")
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--beta", type=float)
-    p.add_argument("--delta", type=float)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p = _command(sub, "compare", cmd_compare)
+    p.add_argument("--objectives", nargs="+", default=["maml", "lagrangian", "cvar", "quantile"], metavar="NAME",
+                   help="objectives to train, each once; the first is the reference of the Wilcoxon tests "
+                        "(default: maml lagrangian cvar quantile)")
+    _train_options(p)
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train every objective on each seed: per-seed rows and a test paired over seeds")
     p.add_argument("--init", metavar="RUN", help="start every objective from the policy of RUN")
-    p.add_argument("--trajectories", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--eval-seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_compare, **{k: None for k in TRAIN_FLAGS if k not in
-                                        ("tasks", "iterations", "seed", "beta", "delta", "init")})
+    p.add_argument("--trajectories", type=int, default=20, metavar="N", help="evaluation trajectories per task")
+    p.add_argument("--repeats", type=int, metavar="R",
+                   help="independent evaluation rounds per task (default: evaluate's 90, enough power to certify)")
+    p.add_argument("--eval-seed", type=int, default=0, help="evaluation seed (the same for every objective)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for OBJECTIVE/ runs and comparison.md")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(**{k: None for k in TRAIN_FLAGS if k not in ("tasks", "iterations", "seed", "beta", "delta",
+                                                                "init")})
+
+    p = _command(sub, "report", cmd_report)
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--out", metavar="FILE", help="figure file, .png/.pdf/.svg (default: RUN/learning_curve.png)")
+    p.add_argument("--title", help="figure title (default: the run folder's name)")
+
+    _command(sub, "objectives", cmd_objectives)
+    _command(sub, "tasks", cmd_tasks)
+    p = _command(sub, "sample", cmd_sample)
+    p.add_argument("--tasks", default="halfcheetah-vel", metavar="FAMILY", help="task family (see `safemaml tasks`)")
+    p.add_argument("--num-tasks", type=int, default=40, metavar="K", help="tasks")
+    p.add_argument("--trajectories", type=int, default=20, metavar="N", help="trajectories per task")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+    from safemaml.study_cli import add_parser as add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 
+NUMBER_LIKE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--grid -0.5:0.5:0.25` -> `--grid=-0.5:0.5:0.25`: argparse would take the value for an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NUMBER_LIKE.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> SafeMamlError:
+    flag = extra[0]
+    options = [s for a in args.parser._actions for s in a.option_strings] if hasattr(args, "parser") else []
+    close = difflib.get_close_matches(flag.split("=")[0], options, n=1)
+    hint = f"; did you mean {close[0]}?" if close else f" (see `safemaml {args.command} --help`)"
+    kind = "option" if flag.startswith("-") else "argument"
+    return SafeMamlError(f"unknown {kind} {flag}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from safemaml.rundir import os_error_message
+
     try:
-        args, extra = build_parser().parse_known_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
         if extra and args.command != "train":
-            raise SafeMamlError(f"unrecognized arguments: {' '.join(extra)}")
-        args.objective_flags = _objective_flags(extra) if extra else {}
+            raise _did_you_mean(parser, args, extra)
+        args.extra = _extra_flags(extra) if args.command == "train" else {}
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SafeMamlError as exc:
         print(f"safemaml: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("safemaml: interrupted", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # a fault outside the run-folder writers (which already say it in one line)
+        print(f"safemaml: error: {os_error_message(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"safemaml: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -1,8 +1,16 @@
 """Side-by-side comparison of objectives: the same config, seeds and evaluation tasks.
 
-Each objective is trained into OUT/<objective> (resumed if a run is already there) and
-evaluated on the same grid with the same evaluation seed; the table reports the metrics of
-each, and a paired Wilcoxon test of the per-task mean Gamma against the first objective.
+Each objective is trained on every seed into OUT/<objective>/seed-<s> (OUT/<objective> when no
+seeds are given; resumed if a run is already there) and evaluated on the same grid with the same
+evaluation seed. Two tables:
+
+- per seed: the metrics of each run, and a task-level Wilcoxon test (paired over evaluation
+  tasks, against the first objective on the same seed). It tells two *policies* apart; with
+  dozens of tasks it is significant for almost any two different policies.
+- per objective: means over seeds, and the objective-level test, a Wilcoxon signed-rank test
+  paired over seeds (the unit) on each seed's V-hat and mean Gamma against the first objective.
+  It tells two *objectives* apart. With n seeds the smallest two-sided p is 2 / 2^n: at least
+  6 seeds are needed for p < 0.05.
 """
 
 from __future__ import annotations
@@ -20,8 +28,12 @@ from safemaml.errors import SafeMamlError
 from safemaml.evaluate import evaluate_run
 from safemaml.trainer import train
 
-COLUMNS = ["objective", "pre_return", "post_return", "mean_gamma", "mean_gamma_ci", "cvar_gamma",
-           "frac_negative", "violation_rate", "certified_fraction", "certified", "wilcoxon_p"]
+METRICS = ["pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
+           "certified_fraction", "certified", "action_std"]
+COLUMNS = ["objective", "seed", *METRICS[:3], "mean_gamma_ci", *METRICS[3:], "task_wilcoxon_p"]
+SEED_TESTED = ["violation_rate", "mean_gamma"]  # the seed-level metrics the objective-level test compares
+OBJECTIVE_COLUMNS = ["objective", "seeds", *[f"{m}_mean" for m in METRICS],
+                     *[f"seed_wilcoxon_p_{m}" for m in SEED_TESTED]]
 
 
 def _task_gammas(eval_dir: Path) -> np.ndarray:
@@ -38,43 +50,104 @@ def _check_same_settings(run: Path, cfg: TrainConfig) -> None:
         raise SafeMamlError(f"{run} holds a run made with other settings; choose another --out")
 
 
-def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: int = 20, repeats: int = 1,
-            eval_seed: int = 0, quiet: bool = False) -> list[dict]:
-    """Train and evaluate every objective; write comparison.csv and comparison.md under `out`."""
+def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p of x - y; NaN when it is undefined (fewer than two pairs,
+    or every difference zero)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or np.all(x == y):
+        return float("nan")
+    return float(stats.wilcoxon(x, y).pvalue)
+
+
+def _run(cfg: TrainConfig, run: Path, quiet: bool, eval_kwargs: dict) -> dict:
+    done = (run / "last.pt").exists()
+    if done:
+        _check_same_settings(run, cfg)
+    train(cfg, run, resume=done, quiet=quiet)
+    summary = evaluate_run(run, **eval_kwargs)
+    return {k: summary[k] for k in METRICS if k in summary} | {
+        "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
+
+
+def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: int = 20, repeats: int | None = None,
+            eval_seed: int = 0, quiet: bool = False, seeds: list[int] | None = None) -> list[dict]:
+    """Train and evaluate every objective on every seed; write comparison.csv (one row per run),
+    comparison_objectives.csv (one row per objective) and comparison.md under `out`."""
     beta = float(cfg.objective.get("beta", 0.1))
     delta = float(cfg.objective.get("delta", 0.1))
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise SafeMamlError(f"--seeds must be distinct, got {seeds}")
+    eval_kwargs = {"trajectories": trajectories, "repeats": repeats, "seed": eval_seed, "beta": beta, "delta": delta}
     rows, gammas = [], {}
-    for name in objectives:
-        run_cfg = config_io.override(cfg, {"objective.name": name})
-        run = out / name
-        done = (run / "last.pt").exists()
-        if done:
-            _check_same_settings(run, run_cfg)
-        train(run_cfg, run, resume=done, quiet=quiet)
-        summary = evaluate_run(run, trajectories=trajectories, repeats=repeats, seed=eval_seed,
-                               beta=beta, delta=delta)
-        gammas[name] = _task_gammas(run / "eval")
-        reference = gammas[objectives[0]]
-        p = float("nan") if name == objectives[0] else float(stats.wilcoxon(gammas[name], reference).pvalue)
-        rows.append({"objective": name, **{k: summary[k] for k in COLUMNS if k in summary},
-                     "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]",
-                     "wilcoxon_p": p})
+    for seed in seeds if seeds is not None else [cfg.seed]:
+        for name in objectives:
+            run_cfg = config_io.override(cfg, {"objective.name": name, "seed": seed})
+            run = out / name if seeds is None else out / name / f"seed-{seed}"
+            row = {"objective": name, "seed": seed, **_run(run_cfg, run, quiet, eval_kwargs)}
+            gammas[name, seed] = _task_gammas(run / "eval")
+            row["task_wilcoxon_p"] = (float("nan") if name == objectives[0] else
+                                      paired_wilcoxon(gammas[name, seed], gammas[objectives[0], seed]))
+            rows.append(row)
+    summary = objective_rows(rows, objectives)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "comparison.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "comparison.md").write_text(markdown_table(rows, cfg, beta, delta))
+    for path, columns, table in ((out / "comparison.csv", COLUMNS, rows),
+                                 (out / "comparison_objectives.csv", OBJECTIVE_COLUMNS, summary)):
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(table)
+    (out / "comparison.md").write_text(markdown_table(rows, summary, cfg, beta, delta))
     (out / "config.json").write_text(json.dumps(config_io.to_dict(cfg), indent=2, default=list) + "\n")
     return rows
 
 
-def markdown_table(rows: list[dict], cfg: TrainConfig, beta: float, delta: float) -> str:
-    head = (f"{cfg.tasks}, {cfg.iterations} meta-iterations, seed {cfg.seed}, beta = {beta}, delta = {delta}\n\n"
-            "| objective | pre | post | mean Γ [95% CI] | CVaR_δ Γ | tasks Γ>0 | V̂ | certified fraction | "
-            "certified | Wilcoxon p vs first |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-    lines = [f"| {r['objective']} | {r['pre_return']:.2f} | {r['post_return']:.2f} | {r['mean_gamma']:.2f} "
-             f"{r['mean_gamma_ci']} | {r['cvar_gamma']:.2f} | {r['frac_negative']:.2f} | "
+def objective_rows(rows: list[dict], objectives: list[str]) -> list[dict]:
+    """Means over seeds per objective, and the seed-paired Wilcoxon test against the first objective."""
+    def seed_values(name: str, metric: str) -> np.ndarray:
+        ordered = sorted((r for r in rows if r["objective"] == name), key=lambda r: r["seed"])
+        return np.array([float(r.get(metric, np.nan)) for r in ordered])
+
+    out = []
+    for name in objectives:
+        row = {"objective": name, "seeds": len(seed_values(name, "post_return"))}
+        row |= {f"{m}_mean": float(np.mean(seed_values(name, m))) for m in METRICS
+                if any(m in r for r in rows)}
+        for m in SEED_TESTED:
+            row[f"seed_wilcoxon_p_{m}"] = (float("nan") if name == objectives[0] else
+                                           paired_wilcoxon(seed_values(name, m), seed_values(objectives[0], m)))
+        out.append(row)
+    return out
+
+
+def _p(value: float) -> str:
+    return "—" if np.isnan(value) else format(value, ".3g")
+
+
+def _f(row: dict, key: str) -> str:
+    return f"{row[key]:.2f}" if key in row else "—"
+
+
+def markdown_table(rows: list[dict], summary: list[dict], cfg: TrainConfig, beta: float, delta: float) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    head = (f"{cfg.tasks}, {cfg.iterations} meta-iterations, seeds {', '.join(map(str, seeds))}, "
+            f"beta = {beta}, delta = {delta}\n\n"
+            "Per run (task-level Wilcoxon: paired over evaluation tasks against the first objective on the same "
+            "seed; it compares two policies):\n\n"
+            "| objective | seed | pre | post | mean Γ [95% CI] | CVaR_δ Γ | tasks Γ>0 | V̂ | certified fraction | "
+            "certified | action std | task-level Wilcoxon p |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = [f"| {r['objective']} | {r['seed']} | {r['pre_return']:.2f} | {r['post_return']:.2f} | "
+             f"{r['mean_gamma']:.2f} {r['mean_gamma_ci']} | {r['cvar_gamma']:.2f} | {r['frac_negative']:.2f} | "
              f"{r['violation_rate']:.2f} | {r['certified_fraction']:.2f} | {'yes' if r['certified'] else 'no'} | "
-             f"{'—' if np.isnan(r['wilcoxon_p']) else format(r['wilcoxon_p'], '.3g')} |" for r in rows]
-    return head + "\n".join(lines) + "\n"
+             f"{_f(r, 'action_std')} | {_p(r['task_wilcoxon_p'])} |" for r in rows]
+    n = len(seeds)
+    objective_head = (f"\nPer objective, means over {n} seeds (objective-level test: Wilcoxon signed-rank paired "
+                      f"over seeds, the unit, n = {n}, against the first objective; the smallest possible "
+                      f"two-sided p is {2 / 2 ** n:.3g}):\n\n"
+                      "| objective | seeds | post | mean Γ | V̂ | certified | seed-level p (V̂) | "
+                      "seed-level p (mean Γ) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    objective_lines = [f"| {s['objective']} | {s['seeds']} | {s['post_return_mean']:.2f} | "
+                       f"{s['mean_gamma_mean']:.2f} | {s['violation_rate_mean']:.2f} | {s['certified_mean']:.2f} | "
+                       f"{_p(s['seed_wilcoxon_p_violation_rate'])} | {_p(s['seed_wilcoxon_p_mean_gamma'])} |"
+                       for s in summary]
+    return head + "\n".join(lines) + "\n" + objective_head + "\n".join(objective_lines) + "\n"

@@ -1,20 +1,27 @@
-"""Typed run configuration, loadable from TOML (experiments/*.toml) and overridable by flags.
+"""Typed run configuration, loadable from TOML (presets: safemaml/presets/*.toml) and overridable by flags.
 
 A config file has top-level run settings and the tables [policy], [adapt], [meta] and
-[objective] (the objective's name and parameters). Unknown keys are errors, not ignored.
+[objective] (the objective's name and parameters). Unknown keys, wrong types and non-finite
+numbers are one-line errors, never ignored. A file may start from a preset: `preset = "nav2d"`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from safemaml.adapt import AdaptConfig
 from safemaml.errors import SafeMamlError
 from safemaml.metaopt import MetaOptConfig
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class TrainConfig:
     objective: dict[str, Any] = field(default_factory=lambda: {"name": "maml"})
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise SafeMamlError(f"seed must be >= 0, got {self.seed}")
         for name in ("iterations", "meta_batch_size", "fast_batch_size", "post_batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise SafeMamlError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -54,6 +63,8 @@ class TrainConfig:
             raise SafeMamlError("gamma and gae_lambda must be in [0, 1]")
         if self.adapt.fast_lr < 0 or self.adapt.num_steps < 1:
             raise SafeMamlError("adapt.fast_lr must be >= 0 and adapt.num_steps >= 1")
+        if not DEVICE_PATTERN.match(self.device):
+            raise SafeMamlError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
 
     @property
     def objective_name(self) -> str:
@@ -65,39 +76,106 @@ class TrainConfig:
 
 
 SECTIONS = {"policy": PolicyConfig, "adapt": AdaptConfig, "meta": MetaOptConfig}
+TOP_LEVEL = {f.name for f in dataclasses.fields(TrainConfig)} - {*SECTIONS, "objective"}
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def _unknown(names: set[str], known: list[str], where: str) -> SafeMamlError:
+    hints = [difflib.get_close_matches(n, known, n=1) for n in sorted(names)]
+    hint = "".join(f" (did you mean {h[0]}?)" for h in hints if h)
+    return SafeMamlError(f"unknown setting(s) {', '.join(sorted(names))} in {where}{hint}; known: {', '.join(known)}")
+
+
+def _typed(value: Any, default: Any, name: str) -> Any:
+    """`value` converted to the type of `default`, or a one-line error naming `name`."""
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in value):
+            raise SafeMamlError(f"{name} must be a list of integers such as [64, 64], got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SafeMamlError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if default is not dataclasses.MISSING and (not isinstance(value, type(default)) or isinstance(value, bool)):
+        raise SafeMamlError(f"{name} must be a {type(default).__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SafeMamlError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def _build(cls, values: Any, where: str):
+    if not isinstance(values, dict):
+        raise SafeMamlError(f"{where} must be a table ([{where}] with key = value lines), got {values!r}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
-        raise SafeMamlError(f"unknown setting(s) {', '.join(sorted(unknown))} in {where}; "
-                            f"known: {', '.join(known)}")
-    kwargs = {}
-    for key, value in values.items():
-        default = known[key].default
-        if isinstance(default, tuple):
-            value = tuple(value)
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise SafeMamlError(f"{where}.{key} must be true or false, got {value!r}")
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif default is not dataclasses.MISSING and not isinstance(value, type(default)):
-            raise SafeMamlError(f"{where}.{key} must be a {type(default).__name__}, got {value!r}")
-        kwargs[key] = value
+        raise _unknown(unknown, list(known), where)
+    prefix = "" if cls is TrainConfig else f"{where}."
+    kwargs = {key: _typed(value, known[key].default, prefix + key) for key, value in values.items()}
     return cls(**kwargs)
+
+
+def _objective_table(values: Any) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise SafeMamlError(f"objective must be a table ([objective] with name = ...), got {values!r}")
+    table = dict(values)
+    table.setdefault("name", "maml")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            raise SafeMamlError(f"objective.{key} must be a value, not a table")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SafeMamlError(f"objective.{key} must be a finite number, got {value!r}")
+    if not isinstance(table["name"], str):
+        raise SafeMamlError(f"objective.name must be a string, got {table['name']!r}")
+    return table
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     data = dict(data)
     sections = {name: _build(cls, data.pop(name, {}), name) for name, cls in SECTIONS.items()}
-    objective = dict(data.pop("objective", {}))
-    objective.setdefault("name", "maml")
+    objective = _objective_table(data.pop("objective", {}))
     cfg = _build(TrainConfig, data, where)
     return dataclasses.replace(cfg, objective=objective, **sections)
 
 
+# ---- presets: the paper's per-family settings, shipped inside the package ----------------
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("safemaml") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_data(name: str) -> dict[str, Any]:
+    """The raw table of preset `name` (safemaml/presets/NAME.toml)."""
+    if name not in preset_names():
+        raise SafeMamlError(f"no preset {name!r}; presets: {', '.join(preset_names())}")
+    text = (resources.files("safemaml") / "presets" / f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def preset(name: str) -> TrainConfig:
+    """The paper's setting for task family `name`, or the defaults with tasks = name."""
+    if name in preset_names():
+        return from_dict(preset_data(name), where=f"preset {name}")
+    from safemaml.tasks import get_family
+
+    get_family(name)  # a clear error for unknown families
+    return TrainConfig(tasks=name)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load(path: str | Path) -> TrainConfig:
+    """A config file; `preset = "NAME"` at its top starts from that preset and the file's values
+    override it."""
     path = Path(path)
     if not path.is_file():
         raise SafeMamlError(f"config file {str(path)!r} not found")
@@ -105,6 +183,13 @@ def load(path: str | Path) -> TrainConfig:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise SafeMamlError(f"{path}: invalid TOML: {exc}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SafeMamlError(f"{path}: not a readable TOML text file ({exc.__class__.__name__})") from None
+    base = data.pop("preset", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise SafeMamlError(f"{path.name}: preset must be a preset name, got {base!r}")
+        data = _merge(preset_data(base), data)
     return from_dict(data, where=path.name)
 
 
@@ -117,10 +202,19 @@ def override(cfg: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
     data = to_dict(cfg)
     for key, value in settings.items():
         section, _, name = key.rpartition(".")
-        target = data[section] if section else data
-        if section and section not in data:
-            raise SafeMamlError(f"unknown config section {section!r}")
-        target[name] = value
+        if not name:
+            raise SafeMamlError(f"setting {key!r} has no name")
+        if section and section not in (*SECTIONS, "objective"):
+            head = section.split(".")[0]
+            if head in (*SECTIONS, "objective") or head in TOP_LEVEL:
+                raise SafeMamlError(f"{section} is a value, not a table: cannot set {key}")
+            close = difflib.get_close_matches(head, [*SECTIONS, "objective"], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SafeMamlError(f"unknown config section {head!r} in {key}{hint}; sections: "
+                                f"{', '.join([*SECTIONS, 'objective'])}")
+        if not section and name in (*SECTIONS, "objective"):
+            raise SafeMamlError(f"{name} is a table: set its values as {name}.KEY=VALUE")
+        (data[section] if section else data)[name] = value
     return from_dict(data, where="overrides")
 
 

@@ -29,9 +29,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from safemaml.adapt import AdaptConfig
+from safemaml.adapt import AdaptConfig, inner_loss
 from safemaml.fisher import _block_hvp, _first, _per_task_copy, maml_fvp
-from safemaml.policy import Params, PolicySpec, log_prob, mean_action
+from safemaml.policy import Params, PolicySpec, mean_action
 
 FVP = Callable[[Tensor], Tensor]
 CURVATURES = ("exact", "gauss-newton", "adapted-fisher")
@@ -68,11 +68,8 @@ def gaussian_kl_fisher(spec: PolicySpec, old: Params, obs: Tensor, mask: Tensor)
 
 def inner_hessian(spec: PolicySpec, theta0: Params, pre, pre_adv: Tensor) -> Callable[[Params], Params]:
     """u -> H_T u per task: the Hessians of the inner losses at theta0 (block diagonal, by double backward)."""
-    K, n, H = pre.rewards.shape
-    leaves = _per_task_copy(theta0, K)
-    logp = log_prob(spec, leaves, pre.obs.view(K, n * H, -1), pre.actions.view(K, n * H, -1)).view(K, n, H)
-    inner = (-(logp * pre_adv * pre.mask).sum((1, 2)) / pre.mask.sum((1, 2)).clamp_min(1.0)).sum()
-    return _block_hvp(inner, leaves)
+    leaves = _per_task_copy(theta0, pre.rewards.shape[0])
+    return _block_hvp(inner_loss(spec, leaves, pre.obs, pre.actions, pre_adv, pre.mask).sum(), leaves)
 
 
 def gauss_newton_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample: float = 1.0,

@@ -1,27 +1,37 @@
-"""Before/after returns on a task grid: the measurement of negative adaptation.
+"""Before/after returns on a set of tasks: the measurement of negative adaptation.
 
-For each grid task and each of r independent rounds: sample n trajectories with theta,
-adapt, sample n with theta'_T. Writes a tidy CSV (one row per trajectory), a per-task CSV,
-a JSON summary of the metrics (safemaml.metrics) and the paper's figure.
+The tasks are drawn i.i.d. from the family's training distribution p(T) (`--sample N`, the
+default: the only task set on which the certificate of Eq. 6 speaks of p(T)), or a fixed grid
+(`--grid`, for the paper's figures). For each task and each of R independent rounds: sample
+n + 1 trajectories with theta, adapt on the first n, sample n with theta'_T. The extra
+(held-out) pre-update trajectory and the first post-update one form the round's pair for the
+certificate: it was not used to adapt, so the R pairs are independent draws of
+(G_pre, G_post) and their wins are Binomial(R, p_T). Writes a tidy CSV (one row per
+trajectory), a per-task CSV, a JSON summary (safemaml.metrics) and the paper's figure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from safemaml import config as config_io
 from safemaml.errors import SafeMamlError
-from safemaml.metrics import p_hat, summarize
 from safemaml.metastep import inner_loop
+from safemaml.metrics import per_task_rounds, summarize
+from safemaml.policy import action_std
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.trainer import derive_seed, load_checkpoint, policy_spec
+from safemaml.rundir import RunDir, check_params, load_checkpoint, replaced_folder
+from safemaml.trainer import derive_seed, policy_spec
+
+MAX_GRID_TASKS = 10_000
 
 
 def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
@@ -31,82 +41,157 @@ def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
         raise SafeMamlError(f"--grid must be START:STOP:STEP, got {text!r}") from None
+    if not all(np.isfinite([start, stop, step])):
+        raise SafeMamlError(f"--grid {text!r}: START, STOP and STEP must be finite numbers")
     if step <= 0 or stop < start:
         raise SafeMamlError(f"--grid {text!r}: need STEP > 0 and STOP >= START")
-    axis = np.round(np.arange(start, stop + step * 1e-6, step), 10)
+    with np.errstate(over="ignore"):
+        span = (stop - start) / step  # STEP-sized intervals; inf when it overflows
+    if not span < MAX_GRID_TASKS or (int(span) + 1) ** family.num_params > MAX_GRID_TASKS:
+        raise SafeMamlError(f"--grid {text!r} has more than {MAX_GRID_TASKS} tasks; use a larger STEP")
+    points = int(np.floor(span + 1e-6)) + 1
+    axis = np.round(start + step * np.arange(points), 10)
     mesh = np.meshgrid(*[axis] * family.num_params, indexing="ij")
     return family.validate(np.stack(mesh, axis=-1).reshape(-1, family.num_params))
 
 
-def sample_before_after(family: TaskFamily, cfg, params, grid: np.ndarray, n: int, repeats: int,
-                        seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Returns pre, post of shape [G, repeats, n]."""
+DEFAULT_ROUNDS = 90  # from 89 rounds on, p_T = 0.97 passes (beta = 0.1, alpha1 = 0.05) w.p. >= 0.8; at 90: 0.87
+DEFAULT_SAMPLE = 40  # tasks drawn from p(T) when neither --sample nor --grid is given
+
+
+def choose_tasks(family: TaskFamily, grid_text: str | None, sample: int | None,
+                 task_seed: int) -> tuple[np.ndarray, dict]:
+    """The evaluation tasks [K, P] and the summary fields that say what they are."""
+    if grid_text is not None and sample is not None:
+        raise SafeMamlError("give either --sample N or --grid, not both")
+    if grid_text is None:
+        count = DEFAULT_SAMPLE if sample is None else sample
+        if count < 1:
+            raise SafeMamlError(f"--sample must be >= 1, got {count}")
+        tasks = family.validate(family.sample(count, np.random.default_rng(task_seed)))
+        return tasks, {"task_set": "sampled from p(T)", "task_distribution": family.distribution,
+                       "task_seed": task_seed,
+                       "bound_scope": "tasks drawn i.i.d. from the training distribution: the certified "
+                                      "fraction is a lower bound (95%) on Pr_T(p_T >= 1 - beta) under p(T)"}
+    grid = family.eval_grid() if grid_text == "default" else parse_grid(grid_text, family)
+    return grid, {"task_set": "grid", "task_distribution": family.distribution, "task_seed": None,
+                  "bound_scope": "a fixed grid, not draws from p(T): the certified fraction bounds the fraction of "
+                                 "these grid points with p_T >= 1 - beta, not Pr_T(p_T >= 1 - beta) under p(T); "
+                                 "grid points outside the training range count as much as those inside"}
+
+
+def objective_risk_levels(cfg) -> tuple[float, float]:
+    """beta and delta of the run's objective ([objective] in config.toml, else the objective's defaults)."""
+    from objectives import make_objective
+
+    objective = make_objective(cfg.objective_name, **cfg.objective_params)
+    return float(objective.beta), float(objective.delta)
+
+
+HELD_OUT_PHASE = 1000  # seed part of the held-out pre-update sample (inner_loop uses 0, 2, 3, ...; post 1)
+
+
+def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: int, repeats: int,
+                        seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pre [K, repeats, n] (the adaptation data), held-out pre [K, repeats], post [K, repeats, n].
+
+    The held-out trajectory of round r is sampled with theta apart from the adaptation data
+    (its own seed), so theta'_T of that round never saw it.
+    """
     spec = policy_spec(cfg, family)
-    sampler = Sampler(family, spec, len(grid), n, device=device, clip_actions=cfg.clip_actions)
-    pre_all, post_all = [], []
+    sampler = Sampler(family, spec, len(tasks), n, device=device, clip_actions=cfg.clip_actions)
+    held_sampler = Sampler(family, spec, len(tasks), 1, device=device, clip_actions=cfg.clip_actions)
+    pre_all, held_all, post_all = [], [], []
     for r in range(repeats):
-        inner = inner_loop(spec, cfg.adapt, params, sampler, grid, lambda s: derive_seed(seed, r, s),
+        inner = inner_loop(spec, cfg.adapt, params, sampler, tasks, lambda s: derive_seed(seed, r, s),
                            lambda t: advantages(t.obs, t.rewards, t.mask, cfg.gamma, cfg.gae_lambda))
-        pre = inner.pre
-        post = sampler.sample(inner.fast, grid, seed=derive_seed(seed, r, 1))
-        pre_all.append(pre.returns.cpu().numpy())
+        post = sampler.sample(inner.fast, tasks, seed=derive_seed(seed, r, 1))
+        held = held_sampler.sample(params, tasks, seed=derive_seed(seed, r, HELD_OUT_PHASE))
+        pre_all.append(inner.pre.returns.cpu().numpy())
+        held_all.append(held.returns[:, 0].cpu().numpy())
         post_all.append(post.returns.cpu().numpy())
-    return np.stack(pre_all, 1), np.stack(post_all, 1)
+    return np.stack(pre_all, 1), np.stack(held_all, 1), np.stack(post_all, 1)
 
 
-def write_returns_csv(path: Path, family: TaskFamily, grid: np.ndarray, pre: np.ndarray, post: np.ndarray) -> None:
+def write_returns_csv(path: Path, family: TaskFamily, tasks: np.ndarray, pre: np.ndarray, held: np.ndarray,
+                      post: np.ndarray) -> None:
+    """One row per trajectory; phase "heldout" is the round's pre-update trajectory not used to adapt."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["task_index", *family.param_names, "repeat", "phase", "trajectory", "return"])
-        for g in range(len(grid)):
-            for phase, data in (("pre", pre), ("post", post)):
+        for g in range(len(tasks)):
+            for phase, data in (("pre", pre), ("heldout", held[:, :, None]), ("post", post)):
                 for r in range(data.shape[1]):
                     for j in range(data.shape[2]):
-                        w.writerow([g, *grid[g].tolist(), r, phase, j, f"{data[g, r, j]:.6f}"])
+                        w.writerow([g, *tasks[g].tolist(), r, phase, j, f"{data[g, r, j]:.6f}"])
 
 
-def write_tasks_csv(path: Path, family: TaskFamily, grid: np.ndarray, pre: np.ndarray, post: np.ndarray) -> None:
-    flat_pre, flat_post = pre.reshape(len(grid), -1), post.reshape(len(grid), -1)
-    probs = p_hat(flat_pre, flat_post)
+def write_tasks_csv(path: Path, family: TaskFamily, tasks: np.ndarray, pre: np.ndarray, post: np.ndarray,
+                    per_task: dict[str, np.ndarray]) -> None:
+    """Per task: mean returns and Gamma over all rounds; p-hat_T = wins / R of the held-out pairs with its
+    95% Clopper-Pearson interval, and whether the task passes the per-task test."""
+    flat_pre, flat_post = pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["task_index", *family.param_names, "mean_pre", "mean_post", "mean_gamma", "p_hat"])
-        for g in range(len(grid)):
-            w.writerow([g, *grid[g].tolist(), f"{flat_pre[g].mean():.6f}", f"{flat_post[g].mean():.6f}",
-                        f"{flat_pre[g].mean() - flat_post[g].mean():.6f}", f"{probs[g]:.6f}"])
+        w.writerow(["task_index", *family.param_names, "mean_pre", "mean_post", "mean_gamma", "wins", "p_hat",
+                    "p_lo", "p_hi", "passes"])
+        for g in range(len(tasks)):
+            w.writerow([g, *tasks[g].tolist(), f"{flat_pre[g].mean():.6f}", f"{flat_post[g].mean():.6f}",
+                        f"{flat_pre[g].mean() - flat_post[g].mean():.6f}", int(per_task["wins"][g]),
+                        f"{per_task['p_hat'][g]:.6f}", f"{per_task['p_lo'][g]:.6f}", f"{per_task['p_hi'][g]:.6f}",
+                        int(per_task["passes"][g])])
 
 
 def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = None, trajectories: int = 20,
-                 repeats: int = 1, seed: int = 0, beta: float = 0.1, delta: float = 0.1,
-                 device: str = "cpu") -> dict[str, float]:
+                 repeats: int | None = None, seed: int = 0, beta: float | None = None,
+                 delta: float | None = None, device: str = "cpu", sample: int | None = None,
+                 task_seed: int = 0) -> dict:
     """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png.
 
-    The certificate uses one pair per round: it needs repeats >= 29 to certify beta = 0.1.
+    beta and delta default to the run's objective, repeats to DEFAULT_ROUNDS. The certificate
+    needs repeats >= 29 rounds to certify anything at beta = 0.1; `min_passing_p` in the summary
+    states its power (the smallest p_T that passes with probability >= 0.8).
+    Writing into the run folder takes its lock; the output folder is replaced only when complete.
     """
-    from safemaml.report import before_after_figure
-
-    if not (run / "config.toml").is_file():
-        raise SafeMamlError(f"{run} is not a run directory (no config.toml)")
+    repeats = DEFAULT_ROUNDS if repeats is None else repeats
     if trajectories < 1 or repeats < 1:
         raise SafeMamlError("--trajectories and --repeats must be >= 1")
+    folder = RunDir(run)
+    cfg = folder.read_config()
+    run_beta, run_delta = objective_risk_levels(cfg)
+    beta, delta = (run_beta if beta is None else beta), (run_delta if delta is None else delta)
     for name, value in (("beta", beta), ("delta", delta)):
         if not 0 < value < 1:
             raise SafeMamlError(f"{name} must be in (0, 1), got {value}")
-    cfg = config_io.load(run / "config.toml")
-    ckpt = load_checkpoint(run / "last.pt")
     family = get_family(cfg.tasks)
-    grid = parse_grid(grid_text, family) if grid_text else family.eval_grid()
+    tasks, task_set = choose_tasks(family, grid_text, sample, task_seed)
+    if not folder.has_checkpoint():
+        raise SafeMamlError(f"{run} has no finished iteration to evaluate (no last.pt)")
+    ckpt = load_checkpoint(folder.last_path)
+    check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
     params = {k: v.to(device) for k, v in ckpt["params"].items()}
-    pre, post = sample_before_after(family, cfg, params, grid, trajectories, repeats, seed, torch.device(device))
-    out = out or run / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    write_returns_csv(out / "returns.csv", family, grid, pre, post)
-    write_tasks_csv(out / "tasks.csv", family, grid, pre, post)
-    summary = summarize(pre.reshape(len(grid), -1), post.reshape(len(grid), -1), beta, delta, intervals=True,
-                        rounds=(pre[:, :, 0], post[:, :, 0]))  # one pair per independent round
-    summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(grid), trajectories=trajectories,
-                   repeats=repeats, beta=beta, delta=delta)
+    out = Path(out) if out else run / "eval"
+    inside = out.resolve().is_relative_to(run.resolve())
+    with folder.lock() if inside else contextlib.nullcontext(), replaced_folder(out) as tmp:
+        pre, held, post = sample_before_after(family, cfg, params, tasks, trajectories, repeats, seed,
+                                              torch.device(device))
+        summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, trajectories, repeats, beta, delta)
+    return summary
+
+
+def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,
+           post: np.ndarray, ckpt: dict, trajectories: int, repeats: int, beta: float, delta: float) -> dict:
+    from safemaml.report import before_after_figure
+
+    write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
+    write_tasks_csv(out / "tasks.csv", family, tasks, pre, post, per_task_rounds(held, post[:, :, 0], beta))
+    summary = summarize(pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1), beta, delta, intervals=True,
+                        rounds=(held, post[:, :, 0]))  # one (held-out pre, post) pair per independent round
+    summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(tasks), trajectories=trajectories,
+                   repeats=repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set)
+    summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    before_after_figure(family, grid, pre, post, out / "figure.png",
-                        title=f"{family.name}, {cfg.objective_name}, after {summary['iteration']} meta-iterations")
+    before_after_figure(family, tasks, pre, post, out / "figure.png",
+                        title=f"{family.name}, {cfg.objective_name}, after {summary['iteration']} meta-iterations, "
+                              f"{len(tasks)} tasks ({task_set['task_set']})")
     return summary

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from safemaml.adapt import AdaptConfig
-from safemaml.policy import Params, PolicySpec, kl_divergence, log_prob
+from safemaml.adapt import AdaptConfig, inner_loss
+from safemaml.policy import Params, PolicySpec, kl_divergence
 
 FVP = Callable[[Tensor], Tensor]
 
@@ -65,10 +65,8 @@ def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample
     inner_hvp = None
     if not cfg.first_order:
         leaves = _per_task_copy(theta0, K)
-        n = pre.rewards.shape[1]
-        logp = log_prob(spec, leaves, pre.obs.view(K, n * H, -1), pre.actions.view(K, n * H, -1)).view(K, n, H)
-        # the sum over tasks of each task's inner loss (as adapt.inner_loss), batched over tasks
-        inner = (-(logp * pre_adv * pre.mask).sum((1, 2)) / pre.mask.sum((1, 2)).clamp_min(1.0)).sum()
+        # the sum over tasks of each task's inner loss, batched over tasks (per-task leaves)
+        inner = inner_loss(spec, leaves, pre.obs, pre.actions, pre_adv, pre.mask).sum()
         inner_hvp = _block_hvp(inner, leaves)
 
     post_leaves = {k: v.detach().clone().requires_grad_(True) for k, v in old.items()}

@@ -99,6 +99,11 @@ def gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def action_std(params: Params) -> float:
+    """The mean standard deviation of the policy's actions (over action dimensions, and tasks if per-task)."""
+    return float(torch.exp(params["log_std"]).mean())
+
+
 def kl_divergence(spec: PolicySpec, old: Params, new: Params, obs: Tensor) -> Tensor:
     """KL(pi_old || pi_new) per observation: [..., obs_dim] -> [...]."""
     mu0, mu1 = mean_action(spec, old, obs), mean_action(spec, new, obs)

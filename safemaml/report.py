@@ -29,6 +29,9 @@ def before_after_figure(family: TaskFamily, grid: np.ndarray, pre: np.ndarray, p
     a Γ map for 2-D tasks."""
     G = len(grid)
     pre, post = pre.reshape(G, -1), post.reshape(G, -1)
+    if family.num_params == 1:  # sampled tasks come unordered; bands need them along the axis
+        order = np.argsort(grid[:, 0], kind="stable")
+        grid, pre, post = grid[order], pre[order], post[order]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     goal = getattr(family, "goal", None)
     if goal == "direction":

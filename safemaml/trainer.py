@@ -7,12 +7,13 @@ reproduces the metrics of an uninterrupted run exactly.
 
 from __future__ import annotations
 
-import csv
 import math
+import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,20 +21,22 @@ import torch
 from objectives import make_objective
 from safemaml import config as config_io
 from safemaml.config import TrainConfig
-from safemaml.errors import SafeMamlError
+from safemaml import rundir
+from safemaml.errors import RunFault, SafeMamlError
 from safemaml.curvature import make_fvp as curvature_fvp
 from safemaml.fisher import supports
 from safemaml.metaopt import MetaOptimizer
 from safemaml.metastep import MetaData, inner_loop, meta_loss
 from safemaml.metrics import summarize
-from safemaml.policy import Params, PolicySpec
+from safemaml.policy import Params, PolicySpec, action_std, mean_action
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
+from safemaml.rundir import RunDir
 from safemaml.tasks import get_family
 
 METRIC_FIELDS = ["iteration", "pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative",
-                 "violation_rate", "certified_fraction", "loss_before", "loss_after", "kl", "grad_norm",
-                 "ls_steps", "accepted", "time_sampling", "time_adapt", "time_optimize"]
+                 "violation_rate", "certified_fraction", "action_std", "loss_before", "loss_after", "kl",
+                 "grad_norm", "ls_steps", "accepted", "time_sampling", "time_adapt", "time_optimize"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -57,7 +60,7 @@ class Learner:
     @classmethod
     def create(cls, cfg: TrainConfig) -> "Learner":
         family = get_family(cfg.tasks)
-        device = torch.device(cfg.device)
+        device = torch_device(cfg.device)
         spec = policy_spec(cfg, family)
         objective = make_objective(cfg.objective_name, **cfg.objective_params)
         pre = Sampler(family, spec, cfg.meta_batch_size, cfg.fast_batch_size, device=device,
@@ -69,6 +72,22 @@ class Learner:
 
     def advantages(self, traj) -> torch.Tensor:
         return advantages(traj.obs, traj.rewards, traj.mask, self.cfg.gamma, self.cfg.gae_lambda)
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device `name` (cpu, cuda, cuda:N), or a one-line error if this machine lacks it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SafeMamlError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise SafeMamlError(f"device {name!r} is not supported; use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SafeMamlError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SafeMamlError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def policy_spec(cfg: TrainConfig, family) -> PolicySpec:
@@ -87,17 +106,40 @@ def initial_params(cfg: TrainConfig, spec: PolicySpec, device: torch.device) -> 
     params = ckpt["params"]
     if {k: tuple(v.shape) for k, v in params.items()} != {k: tuple(v.shape) for k, v in fresh.items()}:
         raise SafeMamlError(f"--init {cfg.init}: its policy does not have this run's shape")
+    rundir.check_params(params, fresh, path)
     return {k: v.to(device=device, dtype=fresh[k].dtype) for k, v in params.items()}
 
 
-def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
-    """Sample, adapt, sample again, and take one meta-optimiser step on the objective."""
+def _finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if isinstance(t, torch.Tensor))
+
+
+def _usable(spec: PolicySpec, params: Params, obs: torch.Tensor) -> bool:
+    """Finite parameters whose policy has a finite mean and standard deviation on `obs`."""
+    with torch.no_grad():
+        return (_finite(params.values()) and _finite([torch.exp(params["log_std"])])
+                and _finite([mean_action(spec, params, obs)]))
+
+
+def meta_step(learner: Learner, iteration: int,
+              phase: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Sample, adapt, sample again, and take one meta-optimiser step on the objective.
+
+    `phase(name)` is called as each stage starts (for progress inside a long iteration). A step
+    that would leave non-finite parameters, policy outputs, loss or optimiser state raises
+    NonFiniteError and changes nothing."""
+    phase = phase or (lambda name: None)
     cfg, t0 = learner.cfg, time.perf_counter()
     family = learner.pre_sampler.family
     tasks = family.sample(cfg.meta_batch_size, np.random.default_rng([cfg.seed, iteration]))
+    phase("sampling pre-update trajectories and adapting")
     inner = inner_loop(learner.spec, cfg.adapt, learner.params, learner.pre_sampler, tasks,
                        lambda s: derive_seed(cfg.seed, iteration, s), learner.advantages)
     pre = inner.pre
+    if not _usable(learner.spec, inner.fast, pre.obs):
+        raise NonFiniteError(f"non-finite adapted policy at iteration {iteration} (adapt.fast_lr = "
+                             f"{cfg.adapt.fast_lr:g} may be too large)")
+    phase("sampling post-update trajectories")
     post = learner.post_sampler.sample(inner.fast, tasks, seed=derive_seed(cfg.seed, iteration, 1))
     data = MetaData(pre, post, inner.pre_adv, learner.advantages(post), inner.fast, inner.resampled)
     t3 = time.perf_counter()
@@ -109,80 +151,62 @@ def meta_step(learner: Learner, iteration: int) -> dict[str, float]:
             objective_metrics.update(extra)
         return loss, kl
 
+    phase("meta-optimiser step")
+    optimizer_state = learner.optimizer.state_dict()
     make_fvp = None
     if supports(cfg.adapt):
         def make_fvp(theta: Params):
             return curvature_fvp(cfg.meta.curvature, learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
+    std_before = action_std(learner.params)  # of the policy that sampled the pre-update data
     new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp)
     t4 = time.perf_counter()
     metrics = summarize(pre.returns.cpu().numpy(), post.returns.cpu().numpy(),
                         getattr(learner.objective, "beta", 0.1), getattr(learner.objective, "delta", 0.1))
     metrics.update(info)
     metrics.update({f"objective_{k}": v for k, v in objective_metrics.items()})
-    metrics.update(iteration=float(iteration), time_sampling=(t3 - t0) - inner.adapt_seconds,
-                   time_adapt=inner.adapt_seconds,
+    metrics.update(iteration=float(iteration), action_std=std_before,
+                   time_sampling=(t3 - t0) - inner.adapt_seconds, time_adapt=inner.adapt_seconds,
                    time_optimize=t4 - t3)
-    finite = math.isfinite(info["loss_before"]) and all(bool(torch.isfinite(v).all()) for v in new_params.values())
+    finite = (math.isfinite(info["loss_before"]) and _usable(learner.spec, new_params, pre.obs)
+              and _finite(learner.optimizer.state_dict()["adam_state"].values()))
     if not finite:
-        raise NonFiniteError(f"non-finite loss or parameters at iteration {iteration}")
+        learner.optimizer.load_state_dict(optimizer_state)  # nothing of the failed step is kept
+        raise NonFiniteError(f"non-finite loss, parameters or optimiser state at iteration {iteration}")
     learner.params = new_params
     learner.objective.after_meta_step(metrics)
     return metrics
 
 
-class NonFiniteError(SafeMamlError):
-    pass
+class NonFiniteError(RunFault):
+    """The run diverged; the message names the last good checkpoint."""
 
 
-# ---- run directory: config, metrics, checkpoints ---------------------------------------------
+# ---- the loop over a run folder -----------------------------------------------------------
 
 
-def save_checkpoint(learner: Learner, path: Path, iteration: int) -> None:
-    """Atomically write a checkpoint loadable with torch.load(weights_only=True)."""
-    state = {"iteration": iteration, "params": {k: v.detach().cpu() for k, v in learner.params.items()},
-             "optimizer": learner.optimizer.state_dict(), "objective": learner.objective.state_dict(),
-             "config": config_io.dumps(learner.cfg)}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+def checkpoint_state(learner: Learner, iteration: int) -> dict:
+    """What last.pt and checkpoints/iter_N.pt hold (torch.load(weights_only=True) loads it)."""
+    return {"iteration": iteration, "params": {k: v.detach().cpu() for k, v in learner.params.items()},
+            "optimizer": learner.optimizer.state_dict(), "objective": learner.objective.state_dict(),
+            "config": config_io.dumps(learner.cfg)}
 
 
 def load_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise SafeMamlError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A validated checkpoint (see safemaml.rundir.load_checkpoint)."""
+    return rundir.load_checkpoint(path)
 
 
-class MetricsLog:
-    """metrics.csv, one row per meta-iteration: the common fields, then the objective's own
-    (`objective_*`, fixed by the first row). On resume, rows past the checkpoint are dropped."""
-
-    def __init__(self, path: Path, keep_below: int | None = None):
-        self.path, self.fields, rows = path, None, []
-        if keep_below is not None and path.exists():
-            with path.open() as f:
-                reader = csv.DictReader(f)
-                self.fields = reader.fieldnames
-                rows = [r for r in reader if int(float(r["iteration"])) < keep_below]
-        if self.fields is None:
-            path.write_text("")
-            return
-        self._write(rows, "w", header=True)
-
-    def _write(self, rows: list[dict], mode: str, header: bool) -> None:
-        with self.path.open(mode, newline="") as f:
-            writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
-            if header:
-                writer.writeheader()
-            writer.writerows(rows)
-
-    def append(self, metrics: dict[str, float]) -> None:
-        header = self.fields is None
-        if header:
-            self.fields = METRIC_FIELDS + sorted(k for k in metrics if k.startswith("objective_"))
-        row = {k: (int(metrics[k]) if k == "iteration" else f"{metrics.get(k, float('nan')):.6g}")
-               for k in self.fields}
-        self._write([row], "a", header)
+def _restore(learner: Learner, run: RunDir) -> int:
+    """Load run's last.pt into learner; the number of finished iterations."""
+    ckpt = run.load_last()
+    rundir.check_params(ckpt["params"], learner.params, run.last_path)
+    try:
+        learner.optimizer.load_state_dict(ckpt["optimizer"])
+        learner.objective.load_state_dict(ckpt["objective"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise SafeMamlError(f"{run.last_path} was not written by this run's optimiser and objective") from None
+    learner.params = {k: v.to(learner.device) for k, v in ckpt["params"].items()}
+    return int(ckpt["iteration"]) + 1
 
 
 def time_breakdown(m: dict[str, float]) -> str:
@@ -191,55 +215,148 @@ def time_breakdown(m: dict[str, float]) -> str:
             f"meta-step {m['time_optimize']:.1f} s")
 
 
-def _progress(i: int, total: int, m: dict[str, float], per_it: float) -> None:
-    eta = per_it * (total - i - 1)
-    line = (f"[{i + 1:>4}/{total}] pre {m['pre_return']:9.2f}  post {m['post_return']:9.2f}  "
-            f"Γ {m['mean_gamma']:+8.2f}  V̂ {m['violation_rate']:.2f}  {per_it:5.1f} s/it "
-            f"({time_breakdown(m)})  ETA {int(eta // 60)}m{int(eta % 60):02d}s")
-    end = "\r" if sys.stderr.isatty() and i + 1 < total else "\n"
-    print(line, end=end, file=sys.stderr, flush=True)
+class Progress:
+    """What a person watching sees: a line at the start, the stages of the first iteration, one
+    line per iteration (rewritten in place on a terminal), and what to run at the end."""
+
+    def __init__(self, quiet: bool, total: int):
+        self.quiet, self.total = quiet, total
+        self.tty = sys.stdout.isatty()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def phase(self, iteration: int, first: bool) -> Callable[[str], None] | None:
+        if self.quiet or not first:
+            return None
+        return lambda name: self.say(f"  iteration {iteration + 1}: {name}...")
+
+    def iteration(self, i: int, m: dict[str, float], per_it: float) -> None:
+        if self.quiet:
+            return
+        eta = per_it * (self.total - i - 1)
+        line = (f"[{i + 1:>4}/{self.total}] pre {m['pre_return']:9.2f}  post {m['post_return']:9.2f}  "
+                f"Γ {m['mean_gamma']:+8.2f}  V̂ {m['violation_rate']:.2f}  {per_it:5.1f} s/it "
+                f"({time_breakdown(m)})  "
+                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        end = "\r" if self.tty and i + 1 < self.total else "\n"
+        print(line, end=end, flush=True)
 
 
-def prepare_run(cfg: TrainConfig, out: Path) -> None:
-    """Create a new run directory; an existing run there is never overwritten."""
-    if (out / "metrics.csv").exists() or (out / "last.pt").exists():
-        raise SafeMamlError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(config_io.dumps(cfg))
+def _refuse_foreign(run: RunDir) -> None:
+    foreign = run.foreign_files()
+    if foreign and not run.has_checkpoint():
+        raise SafeMamlError(f"{run} is not empty ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) "
+                            "and holds no run; choose another --out")
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False) -> Learner:
-    """Meta-train into run directory `out` (created, or resumed from its last.pt)."""
+def _open(run: RunDir, cfg: TrainConfig, resume: bool, progress: Progress) -> tuple[Learner, int]:
+    """The learner and the first iteration to run; refuses folders that hold other work."""
     learner = Learner.create(cfg)
-    start = 0
+    if not resume:
+        if run.has_checkpoint():
+            raise SafeMamlError(f"{run} already holds a run; continue it with `safemaml train --resume "
+                                f"{shlex.quote(str(run))}` or choose another --out")
+        _refuse_foreign(run)
+        return learner, 0
+    if not run.has_checkpoint():  # it never finished an iteration: start it again with its config
+        progress.say(f"{run} has no finished iteration; starting it from iteration 1")
+        return learner, 0
+    done = _restore(learner, run)
+    if cfg.iterations < done:
+        raise SafeMamlError(f"{run} has {done} finished iterations; --iterations must be at least {done}")
+    return learner, done
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False,
+          tensorboard: bool = False) -> Learner:
+    """Meta-train into run folder `out` (created, or resumed from its last.pt) under its lock.
+
+    A new run that stops before its first iteration finishes leaves nothing behind (the same
+    command starts it again); a resume that stops before an iteration finishes changes nothing."""
+    run, progress = RunDir(out), Progress(quiet, cfg.iterations)
     if resume:
-        ckpt = load_checkpoint(out / "last.pt")
-        learner.params = {k: v.to(learner.device) for k, v in ckpt["params"].items()}
-        learner.optimizer.load_state_dict(ckpt["optimizer"])
-        learner.objective.load_state_dict(ckpt["objective"])
-        start = int(ckpt["iteration"]) + 1
-        (out / "config.toml").write_text(config_io.dumps(cfg))
+        run.require_run()
     else:
-        prepare_run(cfg, out)
-    log = MetricsLog(out / "metrics.csv", keep_below=start if resume else None)
+        _refuse_foreign(run)  # before the lock file is made: a refused folder stays as it was
+    created = not run.path.exists()
+    with run.lock():
+        try:
+            learner, start = _open(run, cfg, resume, progress)  # refusals change nothing
+        except BaseException:
+            if created:
+                run.remove_if_empty()
+            raise
+        if start >= cfg.iterations:
+            progress.say(f"{run} is already complete at {start} iterations; to train further: "
+                         f"safemaml train --resume {shlex.quote(str(run))} --iterations {start * 2}")
+            return learner
+        board = None
+        try:
+            board = _tensorboard(run) if tensorboard else None
+            if not resume:
+                run.discard_unstarted(created=False)  # leftovers of a start that never finished an iteration
+                run.write_config(cfg)
+            _loop(learner, run, start, progress, board)
+        except BaseException:
+            if not resume:
+                run.discard_unstarted(created)
+            raise
+        finally:
+            if board is not None:
+                board.close()
+    return learner
+
+
+def _loop(learner: Learner, run: RunDir, start: int, progress: Progress, board) -> None:
+    cfg = learner.cfg
+    log = run.metrics_log(METRIC_FIELDS, keep_below=start)
     last_done = start - 1
+    verb = "resuming" if start else "training"
+    progress.say(f"{verb} {cfg.tasks} with {cfg.objective_name}: iterations {start + 1}..{cfg.iterations} "
+                 f"into {run} (Ctrl-C keeps every finished iteration)")
     try:
         for i in range(start, cfg.iterations):
             t = time.perf_counter()
             try:
-                metrics = meta_step(learner, i)
+                metrics = meta_step(learner, i, progress.phase(i, first=i == start))
             except NonFiniteError as exc:
-                raise SafeMamlError(f"{exc}; stopped, the last good checkpoint is {out / 'last.pt'} "
-                                    f"(iteration {last_done})") from None
-            log.append(metrics)
+                where = (f"the last good checkpoint is {run.last_path} (iteration {last_done})"
+                         if last_done >= 0 else "no iteration finished, nothing was kept")
+                raise NonFiniteError(f"{exc}; stopped, {where}") from None
+            # last.pt.tmp first: a full disk then stops the run before anything else has changed
+            staged = rundir.stage_bytes(run.last_path, rundir.checkpoint_bytes(checkpoint_state(learner, i)))
+            try:
+                if i == start and start > 0:
+                    run.write_config(cfg)  # a resume describes itself once it has done something
+                log.append(metrics)
+                rundir.commit(staged, run.last_path)
+            finally:
+                staged.unlink(missing_ok=True)
             last_done = i
-            save_checkpoint(learner, out / "last.pt", i)
             if (i + 1) % cfg.checkpoint_every == 0:
-                save_checkpoint(learner, out / "checkpoints" / f"iter_{i + 1:05d}.pt", i)
-            if not quiet:
-                _progress(i, cfg.iterations, metrics, time.perf_counter() - t)
+                rundir.ensure_folder(run.checkpoints)
+                rundir.save_checkpoint(checkpoint_state(learner, i), run.checkpoint_path(i))
+            if board is not None:
+                for key in log.fields[1:]:  # the metrics.csv columns after `iteration`
+                    board.add_scalar(key, metrics.get(key, float("nan")), i + 1)
+            progress.iteration(i, metrics, time.perf_counter() - t)
     except KeyboardInterrupt:  # last.pt already holds the last finished iteration: nothing half-done is saved
-        print(f"\ninterrupted after iteration {last_done + 1}; resume with: safemaml train --resume {out}",
-              file=sys.stderr)
-        raise
-    return learner
+        if last_done >= 0:
+            message = (f"interrupted after iteration {last_done + 1}; resume with: safemaml train --resume "
+                       f"{shlex.quote(str(run))}")
+        else:
+            message = "interrupted before the first iteration finished; nothing was kept"
+        raise KeyboardInterrupt(message) from None
+
+
+def _tensorboard(run: RunDir):
+    """A SummaryWriter into RUN/tensorboard (the optional `tensorboard` extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SafeMamlError("--tensorboard needs the tensorboard package: pip install 'safemaml[tensorboard]'") \
+            from None
+    with rundir.os_errors(run.path / "tensorboard"):
+        return SummaryWriter(str(run.path / "tensorboard"))

@@ -1,26 +1,66 @@
 import csv
+import json
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from helpers import tiny_config
+from safemaml.cli import main
 from safemaml.compare import compare
+
+
+def _task_gammas(path):
+    with path.open() as f:
+        return np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
 
 
 def test_compare_trains_each_objective_and_tests_pairs(tmp_path):
     cfg = tiny_config(iterations=2, **{"objective.beta": 0.2, "objective.delta": 0.3})
-    rows = compare(cfg, ["maml", "cvar"], tmp_path, trajectories=4, quiet=True)
+    rows = compare(cfg, ["maml", "cvar"], tmp_path, trajectories=4, repeats=3, quiet=True)
     assert [r["objective"] for r in rows] == ["maml", "cvar"]
     with (tmp_path / "comparison.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [r["objective"] for r in table] == ["maml", "cvar"]
-    gammas = {}
-    for name in ("maml", "cvar"):
-        with (tmp_path / name / "eval" / "tasks.csv").open() as f:
-            gammas[name] = np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
-    assert float(table[1]["wilcoxon_p"]) == pytest.approx(stats.wilcoxon(gammas["cvar"], gammas["maml"]).pvalue)
+    gammas = {name: _task_gammas(tmp_path / name / "eval" / "tasks.csv") for name in ("maml", "cvar")}
+    p = stats.wilcoxon(gammas["cvar"], gammas["maml"]).pvalue
+    assert float(table[1]["task_wilcoxon_p"]) == pytest.approx(p)
     # both runs saw the same evaluation tasks
     with (tmp_path / "maml" / "eval" / "tasks.csv").open() as a, (tmp_path / "cvar" / "eval" / "tasks.csv").open() as b:
         assert [r["goal_x"] for r in csv.DictReader(a)] == [r["goal_x"] for r in csv.DictReader(b)]
     assert "| cvar |" in (tmp_path / "comparison.md").read_text()
+
+
+def test_compare_seeds_has_per_seed_rows_and_a_test_paired_over_seeds(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--tasks", "nav2d", "--objectives", "maml", "cvar", "--seeds", "0", "1", "2",
+                 "--iterations", "2", "--beta", "0.3", "--delta", "0.5", "--set", "meta_batch_size=2", "--set", "fast_batch_size=2",
+                 "--set", "post_batch_size=2", "--set", "policy.hidden=[8,8]", "--trajectories", "2",
+                 "--repeats", "3", "--out", str(out), "--quiet"]) == 0
+    assert "paired over seeds" in capsys.readouterr().out
+    with (out / "comparison.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [(r["objective"], r["seed"]) for r in table] == [(o, s) for s in "012" for o in ("maml", "cvar")]
+    seed_level = {}
+    for name in ("maml", "cvar"):  # from the runs' own files, not from the code under test
+        summaries = [json.loads((out / name / f"seed-{s}" / "eval" / "summary.json").read_text()) for s in range(3)]
+        seed_level[name] = {m: np.array([s[m] for s in summaries]) for m in ("violation_rate", "mean_gamma")}
+        configs = [(out / name / f"seed-{s}" / "config.toml").read_text() for s in range(3)]
+        assert [f"seed = {s}" in c for s, c in enumerate(configs)] == [True] * 3
+    with (out / "comparison_objectives.csv").open() as f:
+        objectives = {r["objective"]: r for r in csv.DictReader(f)}
+    assert objectives["cvar"]["seeds"] == "3"
+    assert float(objectives["cvar"]["mean_gamma_mean"]) == pytest.approx(seed_level["cvar"]["mean_gamma"].mean())
+    for metric in ("violation_rate", "mean_gamma"):
+        x, y = seed_level["cvar"][metric], seed_level["maml"][metric]
+        expected = np.nan if np.all(x == y) else stats.wilcoxon(x, y).pvalue
+        assert float(objectives["cvar"][f"seed_wilcoxon_p_{metric}"]) == pytest.approx(expected, nan_ok=True)
+    assert np.isfinite(float(objectives["cvar"]["seed_wilcoxon_p_mean_gamma"]))
+    # the task-level test stays, per seed, as a secondary column
+    g = {name: _task_gammas(out / name / "seed-1" / "eval" / "tasks.csv") for name in ("maml", "cvar")}
+    assert float(table[3]["task_wilcoxon_p"]) == pytest.approx(stats.wilcoxon(g["cvar"], g["maml"]).pvalue)
+
+
+def test_compare_refuses_seed_and_seeds_together(capsys):
+    assert main(["compare", "--tasks", "nav2d", "--seed", "1", "--seeds", "0", "1", "--out", "x"]) == 2
+    assert "--seed or --seeds" in capsys.readouterr().err

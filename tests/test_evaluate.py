@@ -1,86 +1,201 @@
+"""`safemaml evaluate`: tasks from p(T) or a grid, held-out pairs per round, the run's beta and delta,
+and every summary number recomputed from the CSVs with scipy."""
+
 import csv
 import json
 
 import numpy as np
 import pytest
-from scipy import stats
+import torch
+from scipy import optimize, stats
 
 from helpers import tiny_config
+from safemaml import config as config_io
+from safemaml.adapt import adapt
 from safemaml.cli import main
-from safemaml.metrics import certificate, cvar_upper
-from safemaml.trainer import train
+from safemaml.evaluate import HELD_OUT_PHASE, sample_before_after
+from safemaml.returns import advantages
+from safemaml.rollout import Sampler
+from safemaml.tasks import get_family
+from safemaml.trainer import derive_seed, load_checkpoint, policy_spec, train
+
+K, R, N = 6, 3, 4  # sampled tasks, rounds, trajectories per phase
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    run = tmp_path_factory.mktemp("eval") / "run"
-    train(tiny_config(iterations=2), run, quiet=True)
-    assert main(["evaluate", str(run), "--trajectories", "6", "--repeats", "2", "--beta", "0.2",
-                 "--delta", "0.3"]) == 0
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eval") / "run"
+    cfg = tiny_config(iterations=2, checkpoint_every=1,
+                      **{"objective.name": "cvar", "objective.beta": 0.3, "objective.delta": 0.2})
+    train(cfg, path, quiet=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(run):
+    assert main(["evaluate", str(run), "--sample", str(K), "--task-seed", "7", "--trajectories", str(N),
+                 "--repeats", str(R)]) == 0
     return run / "eval"
 
 
-def _returns(path):
-    with (path / "returns.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    return rows
+def _read(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _arrays(eval_dir):
+    """pre [K, R*N], held-out [K, R], post [K, R, N] from returns.csv."""
+    pre, held, post = np.zeros((K, R * N)), np.zeros((K, R)), np.zeros((K, R, N))
+    for r in _read(eval_dir / "returns.csv"):
+        k, rep, j, value = int(r["task_index"]), int(r["repeat"]), int(r["trajectory"]), float(r["return"])
+        if r["phase"] == "pre":
+            pre[k, rep * N + j] = value
+        elif r["phase"] == "heldout":
+            held[k, rep] = value
+        else:
+            post[k, rep, j] = value
+    return pre, held, post
+
+
+def _cp_lower(wins, rounds, alpha=0.05):
+    """One-sided (1 - alpha) exact lower bound, from scipy's binomtest (two-sided 1 - 2 alpha)."""
+    return stats.binomtest(int(wins), int(rounds)).proportion_ci(1 - 2 * alpha, method="exact").low
 
 
 def test_returns_csv_schema(evaluated):
-    rows = _returns(evaluated)
+    rows = _read(evaluated / "returns.csv")
     assert list(rows[0]) == ["task_index", "goal_x", "goal_y", "repeat", "phase", "trajectory", "return"]
-    assert len(rows) == 49 * 2 * 2 * 6  # nav2d grid x repeats x phases x trajectories
-    assert {r["phase"] for r in rows} == {"pre", "post"} and {r["repeat"] for r in rows} == {"0", "1"}
+    assert len(rows) == K * R * (N + 1 + N)  # per round: n adapt + 1 held-out pre, n post
+    assert {r["phase"] for r in rows} == {"pre", "heldout", "post"}
+
+
+def test_tasks_are_drawn_from_the_training_distribution(evaluated):
+    expected = get_family("nav2d").sample(K, np.random.default_rng(7))
+    tasks = np.array([[float(t["goal_x"]), float(t["goal_y"])] for t in _read(evaluated / "tasks.csv")])
+    np.testing.assert_allclose(tasks, expected)
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert summary["task_set"] == "sampled from p(T)" and summary["task_seed"] == 7
+    assert "p(T)" in summary["bound_scope"]
+
+
+def test_beta_and_delta_come_from_the_run(evaluated):
+    summary = json.loads((evaluated / "summary.json").read_text())
+    assert (summary["beta"], summary["delta"]) == (0.3, 0.2)
+    assert isinstance(summary["certified"], bool)
 
 
 def test_summary_matches_an_independent_computation_from_the_csv(evaluated):
-    rows = _returns(evaluated)
-    G = 49
-    pre = np.zeros((G, 12))
-    post = np.zeros((G, 12))
-    for r in rows:
-        target = pre if r["phase"] == "pre" else post
-        target[int(r["task_index"]), int(r["repeat"]) * 6 + int(r["trajectory"])] = float(r["return"])
+    pre, held, post = _arrays(evaluated)
     summary = json.loads((evaluated / "summary.json").read_text())
-    gamma = pre.mean(1) - post.mean(1)
+    flat_post = post.reshape(K, -1)
+    gamma = pre.mean(1) - flat_post.mean(1)
     assert summary["pre_return"] == pytest.approx(pre.mean(), abs=1e-4)
-    assert summary["post_return"] == pytest.approx(post.mean(), abs=1e-4)
+    assert summary["post_return"] == pytest.approx(flat_post.mean(), abs=1e-4)
     assert summary["mean_gamma"] == pytest.approx(gamma.mean(), abs=1e-4)
     assert summary["frac_negative"] == pytest.approx((gamma > 0).mean())
-    # p_T = Pr(G_pre <= G_post) from scipy's Mann-Whitney U of (post, pre)
-    p = np.array([stats.mannwhitneyu(post[g], pre[g]).statistic / 144 for g in range(G)])
-    assert summary["violation_rate"] == pytest.approx((p < 0.8).mean())
-    worst = np.sort(gamma)[::-1]
-    k = 0.3 * G
-    expected_cvar = (worst[:int(k)].sum() + (k - int(k)) * worst[int(k)]) / k
-    assert summary["cvar_gamma"] == pytest.approx(expected_cvar, abs=1e-4)
-    assert cvar_upper(gamma, 0.3) == pytest.approx(expected_cvar)
-    # the certificate pairs the first trajectories of the two independent rounds; with 2 rounds, a task's
-    # Clopper-Pearson bound is at most 0.05 ** (1 / 2) = 0.22 < 1 - beta: nothing can be certified
-    rounds = (pre[:, [0, 6]], post[:, [0, 6]])
-    assert summary["tasks_passing"] == 0 == certificate(*rounds, 0.2, 0.3)["tasks_passing"]
-    assert summary["certified_fraction"] == 0.0
-    with (evaluated / "tasks.csv").open() as f:
-        per_task = list(csv.DictReader(f))
-    np.testing.assert_allclose([float(t["p_hat"]) for t in per_task], p, atol=1e-6)
+    # the certificate's pairs: the held-out pre-update return against the first post-update return of each round
+    wins = (held <= post[:, :, 0]).sum(1)
+    per_task = _read(evaluated / "tasks.csv")
+    for k, row in enumerate(per_task):
+        ci = stats.binomtest(int(wins[k]), R).proportion_ci(0.95, method="exact")
+        assert int(row["wins"]) == wins[k] and float(row["p_hat"]) == pytest.approx(wins[k] / R, abs=1e-6)
+        assert (float(row["p_lo"]), float(row["p_hi"])) == pytest.approx((ci.low, ci.high), abs=1e-6)
+        assert row["passes"] == str(int(_cp_lower(wins[k], R) >= 0.7))
+    violating = int((wins / R < 0.7).sum())
+    ci = stats.binomtest(violating, K).proportion_ci(0.95, method="exact")
+    assert summary["violation_rate"] == pytest.approx(violating / K)
+    assert (summary["violation_rate_lo"], summary["violation_rate_hi"]) == pytest.approx((ci.low, ci.high))
+    # three rounds: at best 3/3 wins, lower bound 0.05 ** (1/3) = 0.37 < 0.7, so no task can pass
+    assert summary["tasks_passing"] == 0 and summary["certified"] is False
+    assert summary["min_passing_p"] is None  # no p_T passes with probability 0.8 at R = 3
+    assert summary["action_std"] == pytest.approx(
+        float(torch.exp(load_checkpoint(evaluated.parent / "last.pt")["params"]["log_std"]).mean()))
 
 
-def test_figure_is_written(evaluated):
-    data = (evaluated / "figure.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+def test_metrics_csv_reports_the_action_std_before_the_update(run):
+    rows = _read(run / "metrics.csv")
+
+    def std(checkpoint):
+        return float(torch.exp(load_checkpoint(run / "checkpoints" / checkpoint)["params"]["log_std"]).mean())
+
+    assert float(rows[0]["action_std"]) == pytest.approx(1.0, rel=1e-5)  # the fresh policy, init_std = 1
+    assert float(rows[1]["action_std"]) == pytest.approx(std("iter_00001.pt"), rel=1e-5)  # theta after step 0
+    assert std("iter_00002.pt") != pytest.approx(std("iter_00001.pt"), rel=1e-5)  # not the updated theta
 
 
-def test_evaluate_bad_grid_is_one_line(tmp_path, capsys, evaluated):
-    assert main(["evaluate", str(evaluated.parent), "--grid", "0:3:0.5"]) == 2  # nav2d accepts [-2, 2]^2
+def test_the_held_out_trajectory_is_not_adapted_on(run):
+    """Rebuild round 1 by hand: theta'_T adapted on the n pre-update trajectories alone reproduces the
+    post-update returns, and the held-out return is a separate draw of pi_theta, none of the n."""
+    cfg = config_io.load(run / "config.toml")
+    family = get_family("nav2d")
+    params = load_checkpoint(run / "last.pt")["params"]
+    tasks = family.sample(3, np.random.default_rng(0))
+    pre, held, post = sample_before_after(family, cfg, params, tasks, N, 2, 5, torch.device("cpu"))
+    spec = policy_spec(cfg, family)
+    sampler = Sampler(family, spec, 3, N, clip_actions=cfg.clip_actions)
+    data = sampler.sample(params, tasks, seed=derive_seed(5, 1, 0))
+    np.testing.assert_allclose(pre[:, 1], data.returns.numpy())
+    adv = advantages(data.obs, data.rewards, data.mask, cfg.gamma, cfg.gae_lambda)
+    fast = adapt(spec, cfg.adapt, params, data.obs, data.actions, adv, data.mask)
+    np.testing.assert_allclose(post[:, 1], sampler.sample(fast, tasks, seed=derive_seed(5, 1, 1)).returns.numpy(),
+                               rtol=1e-5)
+    one = Sampler(family, spec, 3, 1, clip_actions=cfg.clip_actions)
+    np.testing.assert_allclose(held[:, 1], one.sample(params, tasks, seed=derive_seed(5, 1, HELD_OUT_PHASE))
+                               .returns[:, 0].numpy())
+    assert not np.isclose(held[:, :, None], pre).any()
+
+
+def test_grid_summary_says_it_is_a_grid(run, tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["evaluate", str(run), "--grid=-0.5:0.5:0.5", "--repeats", "1", "--trajectories", "2",
+                 "--beta", "0.25", "--delta", "0.4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task_set"] == "grid" and summary["tasks"] == 9 and summary["task_seed"] is None
+    assert "not Pr_T" in summary["bound_scope"]
+    assert (summary["beta"], summary["delta"]) == (0.25, 0.4)  # the command line wins over the run's objective
+    assert "certified            no" in printed
+
+
+def test_an_evaluation_with_enough_rounds_certifies(tmp_path, capsys):
+    """On the bandit one large inner step reliably helps: 15 tasks from p(T), 20 rounds each certify
+    beta = 0.5, delta = 0.3 — checked from returns.csv with scipy, not only from the summary."""
+    run, out = tmp_path / "bandit", tmp_path / "bandit-eval"
+    train(tiny_config(tasks="bandit", iterations=1, **{"adapt.fast_lr": 1.0}), run, quiet=True)
+    assert main(["evaluate", str(run), "--sample", "15", "--repeats", "20", "--trajectories", "10",
+                 "--beta", "0.5", "--delta", "0.3", "--out", str(out)]) == 0
+    assert "certified            yes" in capsys.readouterr().out
+    held = np.zeros((15, 20))
+    post = np.zeros((15, 20))
+    for r in _read(out / "returns.csv"):
+        if r["phase"] == "heldout":
+            held[int(r["task_index"]), int(r["repeat"])] = float(r["return"])
+        elif r["phase"] == "post" and r["trajectory"] == "0":
+            post[int(r["task_index"]), int(r["repeat"])] = float(r["return"])
+    passing = sum(_cp_lower(w, 20) >= 0.5 for w in (held <= post).sum(1))
+    fraction = (_cp_lower(passing, 15) - 0.05) / 0.95
+    summary = json.loads((out / "summary.json").read_text())
+    assert fraction >= 0.7 and summary["certified"] is True
+    assert summary["certified_fraction"] == pytest.approx(fraction)
+    # power at R = 20, beta = 0.5: the p with Pr(Binomial(20, p) >= wins needed) = 0.8
+    need = min(w for w in range(21) if _cp_lower(w, 20) >= 0.5)
+    p80 = optimize.brentq(lambda p: stats.binom.sf(need - 1, 20, p) - 0.8, 0.01, 0.999)
+    assert summary["min_passing_p"] == pytest.approx(p80, abs=1e-6)
+
+
+def test_evaluate_bad_input_is_one_line(tmp_path, capsys, run):
+    assert main(["evaluate", str(run), "--grid", "0:3:0.5"]) == 2  # nav2d accepts [-2, 2]^2
     assert "outside the accepted domain" in capsys.readouterr().err
-    assert main(["evaluate", str(evaluated.parent), "--grid", "1:0:0.5"]) == 2
+    assert main(["evaluate", str(run), "--grid", "1:0:0.5"]) == 2
     assert "STEP > 0" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--grid", "default", "--sample", "3"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--sample", "0"]) == 2
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
 
 
 def test_grid_is_a_cartesian_product_for_two_parameter_families():
     from safemaml.evaluate import parse_grid
-    from safemaml.tasks import get_family
 
     grid = parse_grid("-1:1:1", get_family("nav2d"))
     assert grid.shape == (9, 2) and {tuple(g) for g in grid} == {(x, y) for x in (-1, 0, 1) for y in (-1, 0, 1)}

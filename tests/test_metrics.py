@@ -8,7 +8,9 @@ from scipy import optimize, stats
 
 from objectives.cvar import cvar_weights, value_at_risk
 from objectives.quantile import upper_quantile
-from safemaml.metrics import certificate, clopper_pearson_lower, cvar_upper, p_hat, violation_rate
+from safemaml.evaluate import DEFAULT_ROUNDS
+from safemaml.metrics import (certificate, clopper_pearson_interval, clopper_pearson_lower, cvar_upper, min_passing_p,
+                              p_hat, pass_probability, violation_rate)
 
 
 def _cvar_lp(x: np.ndarray, alpha: float):
@@ -71,6 +73,96 @@ def test_certificate_by_hand():
     assert cert["tasks_passing"] == 38  # 30/30 wins: lower bound 0.05^(1/30) = 0.905 >= 0.9
     q = _cp_lower_direct(38, 40, 0.05)
     assert cert["certified_fraction"] == pytest.approx((q - 0.05) / 0.95, abs=1e-9)
-    assert cert["certified"] == float((q - 0.05) / 0.95 >= 0.8)
+    assert cert["certified"] is bool((q - 0.05) / 0.95 >= 0.8)
     # 29 trajectories are the fewest that can certify beta = 0.1 at alpha1 = 0.05
     assert clopper_pearson_lower(29, 29, 0.05) >= 0.9 > clopper_pearson_lower(28, 28, 0.05)
+
+
+# ---- the certificate's decisions, against thresholds computed with scipy's binomtest ----------------------------
+
+
+def _lower(wins: int, trials: int, alpha: float = 0.05) -> float:
+    """One-sided (1 - alpha) exact lower bound: the low end of binomtest's two-sided (1 - 2 alpha) interval."""
+    return stats.binomtest(wins, trials).proportion_ci(1 - 2 * alpha, method="exact").low
+
+
+def _rounds(wins: list[int], rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pre, post) [K, R] whose task k wins (pre <= post) in exactly wins[k] rounds."""
+    pre = np.zeros((len(wins), rounds))
+    post = np.where(np.arange(rounds) < np.asarray(wins)[:, None], 1.0, -1.0)
+    return pre, post
+
+
+def _wins_needed(rounds: int, beta: float, alpha: float = 0.05):
+    """The fewest wins w with Pr(Binomial(R, 1 - beta) >= w) <= alpha: the exact one-sided test's rejection
+    region, which is where the Clopper-Pearson lower bound reaches 1 - beta."""
+    w = np.arange(1, rounds + 1)
+    ok = w[stats.binom.sf(w - 1, rounds, 1 - beta) <= alpha]
+    return int(ok[0]) if len(ok) else None
+
+
+@pytest.mark.parametrize("rounds,beta", [(90, 0.1), (30, 0.3), (45, 0.2)])
+def test_a_task_passes_from_exactly_the_wins_binomtest_requires(rounds, beta):
+    need = _wins_needed(rounds, beta)
+    cert = certificate(*_rounds([need, need - 1], rounds), beta=beta, delta=0.5)
+    assert cert["tasks_passing"] == 1  # the task with `need` wins passes, the one with need - 1 does not
+    assert certificate(*_rounds([need - 1], rounds), beta=beta, delta=0.5)["tasks_passing"] == 0
+
+
+@pytest.mark.parametrize("tasks,passing", [(40, 38), (60, 55), (29, 29)])
+def test_certified_just_above_and_not_just_below_one_minus_delta(tasks, passing):
+    """delta is put halfway between the certified fractions of `passing` and `passing - 1` passing tasks."""
+    def fraction(s):
+        return (_lower(s, tasks) - 0.05) / 0.95
+
+    delta = 1 - (fraction(passing) + fraction(passing - 1)) / 2
+    for s, expected in ((passing, True), (passing - 1, False)):
+        wins = [90] * s + [0] * (tasks - s)
+        cert = certificate(*_rounds(wins, 90), beta=0.1, delta=delta)
+        assert cert["tasks_passing"] == s
+        assert cert["certified_fraction"] == pytest.approx(fraction(s), abs=1e-9)
+        assert cert["certified"] is expected
+
+
+def test_two_sided_interval_matches_binomtest():
+    for s, n in ((0, 10), (7, 10), (30, 30), (55, 90)):
+        ci = stats.binomtest(s, n).proportion_ci(0.95, method="exact")
+        lo, hi = clopper_pearson_interval(s, n)
+        assert (float(lo), float(hi)) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_power_and_the_default_number_of_rounds():
+    """min_passing_p against a direct solve with scipy; with the default R a task with p_T = 0.97 passes at
+    beta = 0.1 with probability >= 0.8, and so it does with any R from 89 on (the discrete test's power saws:
+    76 rounds reach 0.806, 77-88 do not)."""
+    def power(p, rounds, beta):
+        need = _wins_needed(rounds, beta)
+        return 0.0 if need is None else stats.binom.sf(need - 1, rounds, p)
+
+    for rounds, beta in ((90, 0.1), (30, 0.1), (40, 0.3)):
+        need = _wins_needed(rounds, beta)
+        assert _lower(need, rounds) >= 1 - beta > _lower(need - 1, rounds)  # the two definitions agree
+        p80 = optimize.brentq(lambda p: power(p, rounds, beta) - 0.8, 0.01, 1 - 1e-12)
+        assert min_passing_p(rounds, beta) == pytest.approx(p80, abs=1e-7)
+        assert pass_probability(0.95, rounds, beta) == pytest.approx(power(0.95, rounds, beta))
+    assert np.isnan(min_passing_p(20, 0.1))  # 20 rounds cannot pass beta = 0.1 at all
+    assert all(power(0.97, r, 0.1) >= 0.8 for r in range(89, 160)) and DEFAULT_ROUNDS >= 89
+    assert power(0.97, 30, 0.1) < 0.45 and power(0.97, 88, 0.1) < 0.8
+
+
+def test_coverage_of_the_two_level_certificate_by_simulation():
+    """Nominal levels hold where they are tight. Per task: p_T = 0.89 < 1 - beta passes at most alpha1 = 5% of
+    the time. Over tasks: 79% of tasks good (p_T = 1), the rest at p_T = 0.89, so Eq. 6 fails at delta = 0.2;
+    it may be certified at most alpha2 = 5% of the time. (Using S/K in place of its Clopper-Pearson bound
+    certifies this case about a third of the time; using p-hat_T >= 1 - beta passes most bad tasks.)"""
+    rng = np.random.default_rng(0)
+    rounds, sims = 90, 400
+    bad_wins = rng.binomial(rounds, 0.89, size=4000)
+    bad_pass = certificate(*_rounds(list(bad_wins), rounds), beta=0.1, delta=0.5)["tasks_passing"] / 4000
+    assert bad_pass <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
+    tasks, certified = 40, 0
+    for _ in range(sims):
+        good = rng.random(tasks) < 0.79
+        wins = np.where(good, rounds, rng.binomial(rounds, 0.89, size=tasks))
+        certified += certificate(*_rounds(list(wins), rounds), beta=0.1, delta=0.2)["certified"]
+    assert certified / sims <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / sims)

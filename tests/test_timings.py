@@ -9,7 +9,7 @@ from safemaml.trainer import train
 
 def test_progress_line_shows_the_sampling_adaptation_meta_step_breakdown_of_metrics_csv(tmp_path, capsys):
     train(tiny_config(iterations=2), tmp_path / "run")
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     with (tmp_path / "run" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(lines) == len(rows) == 2

@@ -1,0 +1,170 @@
+"""The public Python API: `safemaml.train`, `safemaml.resume`, `safemaml.evaluate`, `safemaml.load_run`.
+
+The `safemaml` command is a thin layer over these functions; everything it can do, a notebook can:
+
+    import safemaml
+    run = safemaml.train("nav2d", "runs/nav2d", iterations=3, adapt__fast_lr=0.05)
+    summary = safemaml.evaluate(run.path, trajectories=10)
+    run = safemaml.load_run("runs/nav2d")
+    run.metrics            # metrics.csv (a pandas DataFrame when pandas is installed)
+    run.evaluations["eval"].tasks
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safemaml import config as config_io
+from safemaml.config import TrainConfig
+from safemaml.errors import SafeMamlError
+from safemaml.rundir import RunDir
+
+
+def resolve_config(config: TrainConfig | str | Path | None = None, overrides: dict[str, Any] | None = None,
+                   tasks: str | None = None) -> TrainConfig:
+    """A TrainConfig from a config object, a TOML path or a preset name (default: `tasks`' preset,
+    else halfcheetah-vel), with dotted overrides applied ({"adapt.fast_lr": 0.05})."""
+    if isinstance(config, TrainConfig):
+        base = config
+    elif config is None:
+        base = config_io.preset(tasks or "halfcheetah-vel")
+    elif isinstance(config, Path) or Path(config).suffix == ".toml" or Path(config).exists() or "/" in config:
+        base = config_io.load(config)
+    else:
+        base = config_io.preset(str(config))
+    settings = dict(overrides or {})
+    if tasks is not None:
+        settings.setdefault("tasks", tasks)
+    return config_io.override(base, settings) if settings else base
+
+
+def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keyword overrides: `adapt__fast_lr=0.05` means "adapt.fast_lr"."""
+    return {key.replace("__", "."): value for key, value in overrides.items()}
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Everything about `cfg` that can be checked before a run folder is touched."""
+    from objectives import make_objective
+    from safemaml.tasks import get_family
+    from safemaml.trainer import policy_spec, torch_device
+
+    family = get_family(cfg.tasks)
+    torch_device(cfg.device)
+    make_objective(cfg.objective_name, **cfg.objective_params)
+    policy_spec(cfg, family)
+
+
+def train(config: TrainConfig | str | Path | None = None, out: str | Path | None = None, *, quiet: bool = True,
+          tensorboard: bool = False, **overrides: Any) -> "Run":
+    """Meta-train a new run into `out` and return it (see `load_run`).
+
+    `config`: a TrainConfig, a TOML file, or a preset name such as "nav2d". `overrides`: config
+    values, with `__` for the dot (`iterations=3, adapt__fast_lr=0.05, objective__name="cvar"`).
+    """
+    from safemaml import trainer
+
+    settings = _dotted(overrides)
+    cfg = resolve_config(config, settings, tasks=settings.pop("tasks", None))  # tasks="nav2d": nav2d's preset
+    validate(cfg)
+    if out is not None and not str(out).strip():
+        raise SafeMamlError("--out must name a folder, got an empty string")
+    out = Path(out) if out is not None else default_out(cfg)
+    trainer.train(cfg, out, quiet=quiet, tensorboard=tensorboard)
+    return load_run(out)
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    return Path(f"runs/{cfg.tasks}-{cfg.objective_name}-seed{cfg.seed}")
+
+
+def resume(run: str | Path, iterations: int | None = None, device: str | None = None, *, quiet: bool = True,
+           tensorboard: bool = False) -> "Run":
+    """Continue a run from its last checkpoint (to `iterations` in all, default: its config's)."""
+    from safemaml import trainer
+
+    folder = RunDir(run)
+    cfg = folder.read_config()
+    settings = {k: v for k, v in (("iterations", iterations), ("device", device)) if v is not None}
+    cfg = config_io.override(cfg, settings) if settings else cfg
+    validate(cfg)
+    trainer.train(cfg, folder.path, resume=True, quiet=quiet, tensorboard=tensorboard)
+    return load_run(folder.path)
+
+
+def evaluate(run: str | Path, out: str | Path | None = None, *, grid: str | None = None, trajectories: int = 20,
+             repeats: int | None = None, seed: int = 0, beta: float | None = None, delta: float | None = None,
+             device: str = "cpu", sample: int | None = None, task_seed: int = 0) -> dict:
+    """Before/after returns of the run's last checkpoint on `sample` tasks drawn from p(T) (40 by
+    default) or a `grid`; writes RUN/eval (or `out`) and returns the summary (summary.json).
+    beta and delta default to the run's objective, repeats to evaluate.DEFAULT_ROUNDS."""
+    from safemaml.evaluate import evaluate_run
+    from safemaml.trainer import torch_device
+
+    torch_device(device)
+    if seed < 0:
+        raise SafeMamlError(f"--seed must be >= 0, got {seed}")
+    return evaluate_run(Path(run), Path(out) if out else None, grid, trajectories, repeats, seed, beta, delta,
+                        device, sample, task_seed)
+
+
+def _table(rows: list[dict]) -> Any:
+    """A pandas DataFrame when pandas is installed, else the list of row dicts."""
+    try:
+        import pandas
+    except ImportError:
+        return rows
+    return pandas.DataFrame(rows)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    def value(text: str) -> Any:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with path.open(newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@dataclass
+class Evaluation:
+    """One evaluation folder: summary.json and tasks.csv (returns.csv stays on disk: it is large)."""
+
+    path: Path
+    summary: dict[str, Any]
+    tasks: Any
+
+
+@dataclass
+class Run:
+    """A run folder, read: its config, metrics and evaluations."""
+
+    path: Path
+    config: TrainConfig
+    iterations_done: int
+    metrics: Any
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run folder: config, metrics.csv (DataFrame with pandas), and every evaluation folder
+    (any sub-folder with a summary.json, e.g. `eval`)."""
+    folder = RunDir(path)
+    cfg = folder.read_config()
+    rows = folder.read_metrics() if folder.metrics_path.is_file() and folder.has_checkpoint() else []
+    evaluations = {}
+    for summary in sorted(folder.path.glob("*/summary.json")):
+        try:
+            data = json.loads(summary.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SafeMamlError(f"{summary} is not a JSON summary") from None
+        tasks = summary.parent / "tasks.csv"
+        evaluations[summary.parent.name] = Evaluation(summary.parent, data,
+                                                      _table(_read_csv(tasks)) if tasks.is_file() else None)
+    return Run(folder.path, cfg, folder.finished_iterations(), _table(rows), evaluations)

@@ -1,0 +1,505 @@
+"""Optuna studies over an objective's parameters, with the training seed as the unit.
+
+A trial draws the objective's parameters (beta, delta, multipliers), trains one run per seed
+(DIR/runs/trial-NNNN/seed-S) and evaluates every run on the same tasks with the same
+evaluation seed (common random numbers across trials). Its values are the means over seeds
+of the post-update return (maximised) and the violation rate V-hat (minimised); the Eq. 6
+certificate is an Optuna constraint. Per-seed values, run directories and the settings are
+user attributes of the trial.
+
+Coordination is Optuna's storage alone: an SQLite file DIR/study.db by default, any RDB URL
+(postgresql://...) or a JournalStorage file. Workers killed mid-trial are found by the
+storage's heartbeat and their trials retried (Optuna's RetryHeartbeatStaleTrialCallback);
+a retry continues the runs of the trial it retries from their last.pt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution, distribution_to_json, json_to_distribution)
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from safemaml import config as config_io
+from safemaml.config import TrainConfig
+from safemaml.errors import SafeMamlError
+from safemaml.metrics import clopper_pearson_lower
+
+SETTINGS_ATTR = "safemaml_settings"
+MAX_RETRY = 3  # a trial whose worker dies is run again at most this many times
+MAX_CONSECUTIVE_FAILURES = 3  # a worker stops when this many trials in a row fail
+# metric -> direction; "pareto" means (post_return, violation_rate)
+METRICS = {"post_return": "maximize", "violation_rate": "minimize", "mean_gamma": "minimize",
+           "cvar_gamma": "minimize"}
+METRIC_NAMES = {"post_return": "post-update return", "violation_rate": "violation rate V̂",
+                "mean_gamma": "mean Γ", "cvar_gamma": "CVaR_δ Γ"}
+SEED_KEYS = ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "violation_rate", "certified_fraction",
+             "certified", "action_std")
+
+
+# ---- settings ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The options of `safemaml evaluate` used for every run of the study (the same for all trials)."""
+
+    grid: str | None = None
+    trajectories: int = 20
+    repeats: int = 1
+    seed: int = 0
+    beta: float = 0.1  # the Eq. 6 target every trial is measured against
+    delta: float = 0.1
+
+    def can_certify(self) -> bool:
+        """Whether `repeats` rounds can certify p_T >= 1 - beta at all (all rounds won, alpha = 0.05)."""
+        return bool(clopper_pearson_lower(self.repeats, self.repeats, 0.05) >= 1.0 - self.beta)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything that makes trials comparable; stored on the study, checked when it is continued."""
+
+    config: dict[str, Any]  # the base TrainConfig (objective name and fixed parameters included)
+    space: dict[str, str]  # parameter -> Optuna distribution as JSON
+    seeds: tuple[int, ...]
+    evaluation: Evaluation
+    metric: str = "pareto"  # or one key of METRICS (single objective, with pruning)
+    prune_every: int = 0  # report an intermediate value every k iterations (single-metric mode); 0 = never
+
+    @property
+    def base(self) -> TrainConfig:
+        return config_io.from_dict(self.config, where="study settings")
+
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {name: json_to_distribution(text) for name, text in self.space.items()}
+
+    @property
+    def metrics(self) -> list[str]:
+        return ["post_return", "violation_rate"] if self.metric == "pareto" else [self.metric]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=list)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudySettings":
+        data = json.loads(text)
+        return cls(config=data["config"], space=data["space"], seeds=tuple(data["seeds"]),
+                   evaluation=Evaluation(**data["evaluation"]), metric=data["metric"],
+                   prune_every=data["prune_every"])
+
+
+class _SpaceRecorder:
+    """Stands in for an Optuna trial to read the distributions an objective's search_space declares."""
+
+    def __init__(self) -> None:
+        self.space: dict[str, BaseDistribution] = {}
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False):
+        self.space[name] = FloatDistribution(low, high, step=step, log=log)
+        return low
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False):
+        self.space[name] = IntDistribution(low, high, step=step, log=log)
+        return low
+
+    def suggest_categorical(self, name: str, choices):
+        self.space[name] = CategoricalDistribution(list(choices))
+        return choices[0]
+
+
+def declared_space(objective: str) -> dict[str, BaseDistribution]:
+    """The search space the objective declares (`Objective.search_space`), as Optuna distributions."""
+    from objectives import available
+
+    registry = available()
+    if objective not in registry:
+        raise SafeMamlError(f"unknown objective {objective!r}; known: {', '.join(registry)}")
+    recorder = _SpaceRecorder()
+    registry[objective].search_space(recorder)
+    return recorder.space
+
+
+def parse_range(item: str) -> tuple[str, BaseDistribution]:
+    """'eta=0.1:10:log', 'margin=0:0.5', 'k=1:5:int' or 'update=dual,pid' -> (name, distribution)."""
+    name, sep, text = item.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise SafeMamlError(f"--search expects NAME=LOW:HIGH[:log|:int] or NAME=A,B,..., got {item!r}")
+    if ":" not in text:
+        choices = [config_io_value(c.strip()) for c in text.split(",") if c.strip()]
+        if len(choices) < 2:
+            raise SafeMamlError(f"--search {item!r}: give LOW:HIGH or at least two choices A,B")
+        return name, CategoricalDistribution(choices)
+    parts = text.split(":")
+    kind = parts[2] if len(parts) == 3 else ""
+    if len(parts) not in (2, 3) or kind not in ("", "log", "int"):
+        raise SafeMamlError(f"--search {item!r}: expected LOW:HIGH, LOW:HIGH:log or LOW:HIGH:int")
+    try:
+        low, high = (int(p) if kind == "int" else float(p) for p in parts[:2])
+    except ValueError:
+        raise SafeMamlError(f"--search {item!r}: LOW and HIGH must be numbers") from None
+    if not low < high:
+        raise SafeMamlError(f"--search {item!r}: LOW must be below HIGH")
+    if kind == "log" and low <= 0:
+        raise SafeMamlError(f"--search {item!r}: a log range needs LOW > 0")
+    return name, IntDistribution(low, high) if kind == "int" else FloatDistribution(low, high, log=kind == "log")
+
+
+def config_io_value(text: str) -> Any:
+    """A command-line value as TOML would read it (0.1 -> float, true -> bool, dual -> 'dual')."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+    """Low and high ends of every range (others at their low end): checked before any training."""
+    def low(d):
+        return d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
+
+    base = {k: low(d) for k, d in space.items()}
+    points = [base]
+    for name, dist in space.items():
+        values = dist.choices[1:] if isinstance(dist, CategoricalDistribution) else [dist.high]
+        points += [{**base, name: v} for v in values]
+    return points
+
+
+def resolve_space(objective: str, search: list[str], fix: list[str]) -> tuple[dict[str, BaseDistribution],
+                                                                               dict[str, Any]]:
+    """The objective's declared space, narrowed or widened by --search and fixed by --fix.
+
+    Every point at a corner of the space is checked by constructing the objective, so a range
+    the objective refuses (e.g. beta up to 1) is an error now, before any training.
+    """
+    from objectives import available, make_objective
+
+    space = declared_space(objective)
+    known = set(available()[objective].parameters())
+    fixed: dict[str, Any] = {}
+    for item in fix:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise SafeMamlError(f"--fix expects NAME=VALUE, got {item!r}")
+        fixed[name.strip()] = config_io_value(text.strip())
+    searched = dict(parse_range(item) for item in search)
+    both = set(searched) & set(fixed)
+    if both:
+        raise SafeMamlError(f"{', '.join(sorted(both))}: given to both --search and --fix")
+    space.update(searched)
+    for name in [*space, *fixed]:
+        if name not in known:
+            raise SafeMamlError(f"objective {objective!r} has no parameter {name!r}; "
+                                f"it has: {', '.join(sorted(known))}")
+    for name in fixed:
+        space.pop(name, None)
+    for point in _corners(space):
+        make_objective(objective, **point, **fixed)
+    return space, fixed
+
+
+def make_settings(base: TrainConfig, objective: str, search: list[str], fix: list[str], seeds: int,
+                  evaluation: Evaluation, metric: str = "pareto", prune_every: int = 0) -> StudySettings:
+    """Check every input of a study and return its settings; raises SafeMamlError on bad input."""
+    from safemaml.tasks import get_family
+
+    if seeds < 1:
+        raise SafeMamlError(f"--seeds must be >= 1, got {seeds}")
+    if metric != "pareto" and metric not in METRICS:
+        raise SafeMamlError(f"unknown --metric {metric!r}; choose pareto or one of {', '.join(METRICS)}")
+    if prune_every < 0 or (prune_every and metric == "pareto"):
+        raise SafeMamlError("--prune-every needs a single --metric (Optuna does not prune multi-objective "
+                            "studies) and a value >= 1")
+    if evaluation.trajectories < 1 or evaluation.repeats < 1:
+        raise SafeMamlError("--trajectories and --repeats must be >= 1")
+    for name in ("beta", "delta"):
+        if not 0 < getattr(evaluation, name) < 1:
+            raise SafeMamlError(f"--eval-{name} must be in (0, 1), got {getattr(evaluation, name)}")
+    family = get_family(base.tasks)
+    if evaluation.grid:
+        from safemaml.evaluate import parse_grid
+
+        parse_grid(evaluation.grid, family)
+    space, fixed = resolve_space(objective, search, fix)
+    kept = base.objective_params if base.objective_name == objective else {}  # the config's values act as fixed
+    cfg = dataclasses.replace(base, objective={"name": objective, **kept, **fixed})
+    cfg = config_io.from_dict(config_io.to_dict(cfg))  # JSON-able round trip
+    return StudySettings(config=json.loads(json.dumps(config_io.to_dict(cfg))),
+                         space={k: distribution_to_json(d) for k, d in space.items()},
+                         seeds=tuple(cfg.seed + k for k in range(seeds)), evaluation=evaluation,
+                         metric=metric, prune_every=prune_every)
+
+
+# ---- storage -------------------------------------------------------------------------------------
+
+
+def storage_url(directory: Path, url: str | None) -> str:
+    return url or f"sqlite:///{(directory / 'study.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat: int = 10, grace: int = 30) -> optuna.storages.BaseStorage:
+    """An Optuna storage: an RDB URL (sqlite:///, postgresql://, ...) with heartbeat and retry of
+    stale trials, or a path to a JournalStorage file. Unreachable storages are one-line errors."""
+    if not 1 <= heartbeat < grace <= 60:
+        raise SafeMamlError(f"need 1 <= heartbeat ({heartbeat} s) < grace period ({grace} s) <= 60")
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url)
+        if not path.parent.is_dir():
+            raise SafeMamlError(f"journal storage {url!r}: folder {str(path.parent)!r} does not exist")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if url.startswith("postgresql"):
+        kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    for attempt in range(3):  # workers starting together may race to create the tables
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        except ImportError:  # Optuna's "Failed to import DB access module"
+            hint = "; pip install 'safemaml[postgres]'" if url.startswith("postgres") else ""
+            raise SafeMamlError(f"storage {_safe(url)}: its database driver is not installed{hint}") from None
+        except Exception as exc:  # sqlalchemy: unknown dialect, refused connection, bad credentials
+            if attempt < 2 and "nosuchmodule" not in type(exc).__name__.lower() and "refused" not in str(exc):
+                time.sleep(1.0)
+                continue
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SafeMamlError(f"storage {_safe(url)} cannot be used: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@{rest.split('@', 1)[1]}"
+    return scheme + sep + rest
+
+
+def load_or_create(storage, name: str, settings: StudySettings | None, pruner=None,
+                   sampler_seed: int | None = None) -> tuple[optuna.Study, StudySettings]:
+    """Create the study with these settings, or load it and check that the settings agree.
+
+    `settings` None means "continue with the stored settings". Optuna's default sampler (TPE);
+    `sampler_seed` makes a single worker's sequence of trials reproducible.
+    """
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed) if sampler_seed is not None else None
+    exists = name in optuna.get_all_study_names(storage)
+    if not exists and settings is None:
+        raise SafeMamlError(f"no study {name!r} in this storage; start one with `safemaml study run DIR "
+                            f"--objective O ...`")
+    stored = None
+    if exists:
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner, sampler=sampler)
+        text = study.user_attrs.get(SETTINGS_ATTR)
+        stored = StudySettings.from_json(text) if text else None
+        if stored is None and settings is None:
+            raise SafeMamlError(f"study {name!r} has no safemaml settings")
+        settings = settings or stored
+    directions = [METRICS[m] for m in settings.metrics]
+    if not exists:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions, pruner=pruner,
+                                    sampler=sampler, load_if_exists=True)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, settings.to_json())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[m] for m in settings.metrics])  # read by optuna-dashboard
+    elif stored != settings:
+        raise SafeMamlError(f"study {name!r} was made with other settings ({_difference(stored, settings)}); "
+                            "continue it with `safemaml study run DIR --trials N` alone, or use another DIR")
+    if [d.name.lower() for d in study.directions] != directions:
+        raise SafeMamlError(f"study {name!r} optimises other directions")
+    return study, settings
+
+
+def _difference(a: StudySettings, b: StudySettings) -> str:
+    da, db = json.loads(a.to_json()), json.loads(b.to_json())
+    keys = [k for k in da if da[k] != db[k]]
+    if "config" in keys:
+        keys.remove("config")
+        keys += [f"config.{k}" for k in da["config"] if da["config"][k] != db["config"].get(k)]
+    return "differs in " + ", ".join(keys)
+
+
+# ---- one trial -------------------------------------------------------------------------------------
+
+
+class TrialFailed(Exception):
+    """A trial that could not finish (a diverged training): FAIL, with the reason on the trial."""
+
+
+def suggest(trial: Trial, distributions: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """Draw every parameter of the space from the trial (a retried trial gets its original's values)."""
+    params: dict[str, Any] = {}
+    for name, d in distributions.items():
+        if isinstance(d, FloatDistribution):
+            params[name] = trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+        elif isinstance(d, IntDistribution):
+            params[name] = trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+        else:
+            params[name] = trial.suggest_categorical(name, d.choices)
+    return params
+
+
+def run_directory(directory: Path, trial: Trial | FrozenTrial, seed: int) -> Path:
+    """DIR/runs/trial-NNNN/seed-S, NNNN the number of the trial, or of the trial it retries
+    (Optuna's retry callback records it as the system attribute "failed_trial")."""
+    frozen = trial if isinstance(trial, FrozenTrial) else trial.study.get_trials(deepcopy=False)[trial.number]
+    number = frozen.system_attrs.get("failed_trial", trial.number)
+    return directory / "runs" / f"trial-{number:04d}" / f"seed-{seed}"
+
+
+def train_seed(cfg: TrainConfig, run: Path, quiet: bool) -> None:
+    """Train `run` up to cfg.iterations: resumed from last.pt where it exists; a folder that holds
+    no finished iteration (its worker died in the first one) is started afresh."""
+    from safemaml.trainer import train
+
+    if run.exists() and not (run / "last.pt").exists():
+        shutil.rmtree(run)
+    train(cfg, run, resume=(run / "last.pt").exists(), quiet=quiet)
+
+
+def _training_metric(run: Path, metric: str, since: int) -> float:
+    """Mean of `metric` in metrics.csv over iterations >= since (the training batches' estimate)."""
+    import csv
+
+    with (run / "metrics.csv").open() as f:
+        values = [float(r[metric]) for r in csv.DictReader(f) if int(float(r["iteration"])) >= since]
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def _stops(iterations: int, every: int) -> list[int]:
+    return list(range(every, iterations, every)) + [iterations] if every else [iterations]
+
+
+def evaluate_seed(run: Path, evaluation: Evaluation, device: str) -> dict[str, float]:
+    from safemaml.evaluate import evaluate_run
+
+    summary = evaluate_run(run, grid_text=evaluation.grid, trajectories=evaluation.trajectories,
+                           repeats=evaluation.repeats, seed=evaluation.seed, beta=evaluation.beta,
+                           delta=evaluation.delta, device=device)
+    return {k: float(summary[k]) for k in SEED_KEYS if k in summary}
+
+
+def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: str, quiet: bool) -> list[float]:
+    """Train every seed with the trial's parameters, evaluate each, set values, attributes and constraint."""
+    params = suggest(trial, settings.distributions)
+    base = config_io.override(settings.base, {"device": device, **{f"objective.{k}": v for k, v in params.items()}})
+    runs = {seed: run_directory(directory, trial, seed) for seed in settings.seeds}
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("config", config_io.dumps(base))
+    for seed, run in runs.items():
+        trial.set_user_attr(f"run_dir seed {seed}", str(run.relative_to(directory)))
+    done = 0
+    try:
+        for stop in _stops(base.iterations, settings.prune_every):
+            for seed, run in runs.items():
+                train_seed(config_io.override(base, {"seed": seed, "iterations": stop}), run, quiet)
+            if settings.prune_every:
+                value = sum(_training_metric(r, settings.metric, done) for r in runs.values()) / len(runs)
+                trial.report(value, stop)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"training {settings.metric} {value:.4g} after {stop} iterations")
+            done = stop
+    except SafeMamlError as exc:  # e.g. non-finite loss: this trial fails, the study goes on
+        trial.set_user_attr("fail_reason", str(exc))
+        raise TrialFailed(str(exc)) from None
+    per_seed = {seed: evaluate_seed(run, settings.evaluation, device) for seed, run in runs.items()}
+    for seed, values in per_seed.items():
+        for key, value in values.items():
+            trial.set_user_attr(f"{key} seed {seed}", value)
+    means = {k: sum(v[k] for v in per_seed.values()) / len(per_seed) for k in per_seed[settings.seeds[0]]}
+    for key, value in means.items():
+        trial.set_user_attr(f"{key} mean", value)
+    if settings.evaluation.can_certify():  # feasible (<= 0) when every seed certifies Eq. 6
+        worst = min(v["certified_fraction"] for v in per_seed.values())
+        trial.set_constraint("eq6_uncertified", (1.0 - settings.evaluation.delta) - worst)
+    return [means[m] for m in settings.metrics]
+
+
+# ---- the worker loop -------------------------------------------------------------------------------
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that count towards --trials: COMPLETE or PRUNED."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def continue_hint(directory: Path, url: str | None, name: str, trials: int) -> str:
+    storage = f" --storage {_safe(url)}" if url else ""
+    study = f" --study-name {name}" if name != directory.name else ""
+    return f"safemaml study run {directory}{storage}{study} --trials {trials}"
+
+
+def run_study(study: optuna.Study, settings: StudySettings, directory: Path, trials: int, device: str = "cpu",
+              quiet: bool = True, hint: str = "") -> int:
+    """Run trials in this process until the study has `trials` finished ones; returns how many it ran.
+
+    Several processes may run this on one storage: each checks the count before every trial, so
+    together they stop at N or a little past it (at most one extra trial per other worker).
+    """
+    ran, failures = 0, 0
+    while finished(study) < trials:
+        last: list[FrozenTrial] = []
+        started: list[int] = []
+
+        def objective(trial: Trial) -> list[float]:
+            started.append(trial.number)
+            return run_trial(trial, settings, directory, device, quiet)
+
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda s, t: last.append(t)],
+                           gc_after_trial=False)
+        except KeyboardInterrupt:
+            if started:
+                _requeue_interrupted(study, started[-1])
+            print(f"\ninterrupted; finished trials are saved. Continue with: {hint}", file=sys.stderr)
+            raise
+        ran += 1
+        failures = failures + 1 if last and last[-1].state == TrialState.FAIL else 0
+        if last:
+            _report_trial(last[-1], settings)
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            raise SafeMamlError(f"{failures} trials in a row failed (last: "
+                                f"{last[-1].user_attrs.get('fail_reason', '?')}); see `safemaml study show`")
+    return ran
+
+
+def _requeue_interrupted(study: optuna.Study, number: int) -> None:
+    """Optuna marks a trial stopped by Ctrl-C FAIL; queue it again with Optuna's retry callback (as
+    for a dead worker) so that continuing the study resumes its runs from their last.pt."""
+    trial = study.get_trials(deepcopy=True)[number]
+    if trial.state == TrialState.FAIL:
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+def _report_trial(trial: FrozenTrial, settings: StudySettings) -> None:
+    if trial.state == TrialState.COMPLETE:
+        values = ", ".join(f"{METRIC_NAMES[m]} {v:.4g}" for m, v in zip(settings.metrics, trial.values))
+        print(f"trial {trial.number}: {values}", file=sys.stderr)
+    else:
+        reason = trial.user_attrs.get("fail_reason", "")
+        print(f"trial {trial.number}: {trial.state.name} {reason}".rstrip(), file=sys.stderr)
+

@@ -1,0 +1,157 @@
+"""`safemaml study run DIR` and `safemaml study show DIR`: the command-line face of safemaml.study.
+
+`add_parser(sub)` registers the `study` subcommand on the main parser (called from cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from safemaml.errors import SafeMamlError
+
+# settings flags: given on a continued study, they must agree with the stored settings
+SETTING_FLAGS = ("config", "tasks", "iterations", "seed", "set", "init", "objective", "seeds", "search", "fix",
+                 "grid", "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
+
+
+def _storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="study folder: study.db (unless --storage), runs/, trials.csv, figures")
+    p.add_argument("--storage", help="any Optuna storage: postgresql://USER:PASSWORD@HOST/DB (workers on several "
+                                     "machines), a JournalStorage file path; default sqlite:///DIR/study.db")
+    p.add_argument("--study-name", help="default: the name of DIR")
+
+
+def add_parser(sub) -> None:
+    """Register `study run` and `study show` on the subparsers `sub` of the main parser."""
+    study = sub.add_parser("study", help="Optuna studies over an objective's parameters, the seed as unit")
+    actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True)
+
+    p = actions.add_parser("run", help="create the study or continue it until --trials trials are finished")
+    _storage_args(p)
+    p.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
+    p.add_argument("--objective", help="meta-objective whose parameters are searched (default: the config's)")
+    p.add_argument("--seeds", type=int, help="training seeds per trial: the config's seed, +1, ... (default 3)")
+    p.add_argument("--search", action="append", metavar="NAME=RANGE",
+                   help="narrow or widen the search: eta=0.1:10:log, margin=0:0.5, k=1:5:int, update=dual,pid")
+    p.add_argument("--fix", action="append", metavar="NAME=VALUE", help="fix a parameter, e.g. beta=0.1")
+    p.add_argument("--metric", help="pareto (default: max post-update return, min V̂) or one of post_return, "
+                                    "violation_rate, mean_gamma, cvar_gamma (single objective, prunable)")
+    p.add_argument("--prune-every", type=int, help="single metric: report every K iterations, MedianPruner")
+    p.add_argument("--config")
+    p.add_argument("--tasks")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--seed", type=int, help="first training seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, as for train")
+    p.add_argument("--init", metavar="RUN", help="fine-tuning study: every run starts from the policy of RUN")
+    p.add_argument("--device", default="cpu", help="this worker's torch device")
+    p.add_argument("--grid", help="evaluation grid START:STOP:STEP (default: the family's)")
+    p.add_argument("--trajectories", type=int, help="evaluation trajectories per round (default 20)")
+    p.add_argument("--repeats", type=int, help="evaluation rounds (default 1; >= 29 to certify beta = 0.1)")
+    p.add_argument("--eval-seed", type=int, help="evaluation seed, the same for every trial (default 0)")
+    p.add_argument("--eval-beta", type=float, help="beta of Eq. 6 that every trial is measured at (default 0.1)")
+    p.add_argument("--eval-delta", type=float, help="delta of Eq. 6 (default 0.1)")
+    p.add_argument("--heartbeat", type=int, default=10, help="seconds between a worker's heartbeats")
+    p.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a trial is "
+                                                          "failed and retried (<= 60)")
+    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: reproducible trials)")
+    p.add_argument("--quiet", action="store_true", help="no training progress lines")
+    p.set_defaults(func=cmd_study_run)
+
+    p = actions.add_parser("show", help="trials table, Pareto front, importances; trials.csv and PNG figures")
+    _storage_args(p)
+    p.add_argument("--out", help="folder for trials.csv and figures (default DIR)")
+    p.set_defaults(func=cmd_study_show)
+
+
+def _settings_from_args(args: argparse.Namespace):
+    """The study's settings from the flags, through train's own config resolution (api.resolve_config,
+    cli._overrides). The device is left out: it belongs to each worker, not to the study."""
+    from safemaml import api, cli
+    from safemaml.study import Evaluation, make_settings
+
+    flags = argparse.Namespace(**{flag: None for flag in cli.TRAIN_FLAGS})
+    for flag in ("config", "tasks", "iterations", "seed", "set", "init"):
+        setattr(flags, flag, getattr(args, flag))
+    flags.objective_flags = {}
+    tasks = flags.tasks
+    flags.tasks = None  # resolve_config applies it after choosing the family's preset
+    base = api.resolve_config(args.config, cli._overrides(flags), tasks=tasks)
+    objective = args.objective or base.objective_name
+    evaluation = Evaluation(grid=args.grid, trajectories=_or(args.trajectories, 20), repeats=_or(args.repeats, 1),
+                            seed=_or(args.eval_seed, 0), beta=_or(args.eval_beta, 0.1),
+                            delta=_or(args.eval_delta, 0.1))
+    return make_settings(base, objective, args.search or [], args.fix or [], _or(args.seeds, 3), evaluation,
+                         args.metric or "pareto", _or(args.prune_every, 0))
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _open(args: argparse.Namespace, heartbeat: int = 10, grace: int = 30):
+    from safemaml.study import open_storage, storage_url
+
+    directory = Path(args.dir)
+    if args.storage is None and args.study_command == "show" and not (directory / "study.db").is_file():
+        raise SafeMamlError(f"{directory} holds no study.db; give --storage URL for a study kept elsewhere")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory, open_storage(storage_url(directory, args.storage), heartbeat, grace)
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    """Create or continue the study in DIR; every check happens before the first training."""
+    from optuna.pruners import MedianPruner
+
+    from safemaml.study import continue_hint, finished, load_or_create, run_study
+
+    if args.trials < 1:
+        raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
+    given = any(getattr(args, f) is not None for f in SETTING_FLAGS)
+    settings = _settings_from_args(args) if given else None  # None: continue with the stored settings
+    from safemaml.trainer import torch_device
+
+    torch_device(args.device)
+    _configure_logging(args.quiet)
+    directory, storage = _open(args, args.heartbeat, args.grace)
+    name = args.study_name or directory.resolve().name
+    # the pruner acts only where trials report intermediate values: single-metric studies with --prune-every
+    study, settings = load_or_create(storage, name, settings, MedianPruner(n_startup_trials=3),
+                                     args.sampler_seed)
+    hint = continue_hint(directory, args.storage, name, args.trials)
+    before = finished(study)
+    ran = run_study(study, settings, directory, args.trials, args.device, args.quiet, hint)
+    print(f"study {name}: {finished(study)} finished trials ({ran} run here, {before} before); "
+          f"see `safemaml study show {directory}" + (" --storage ..." if args.storage else "") + "`")
+    return 0
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Optuna's log without tracebacks: a failed trial's reason is on the trial (see `study show`)."""
+    import logging
+
+    import optuna
+
+    def drop_traceback(record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(drop_traceback)
+
+
+def cmd_study_show(args: argparse.Namespace) -> int:
+    """Print the trials table, Pareto front or best trial and importances; write trials.csv and figures."""
+    from safemaml.study import load_or_create
+    from safemaml.study_report import show
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directory, storage = _open(args)
+    name = args.study_name or directory.resolve().name
+    study, settings = load_or_create(storage, name, None)
+    print(show(study, settings, Path(args.out) if args.out else directory), end="")
+    return 0
+

@@ -1,0 +1,27 @@
+"""Each objective's Optuna search space, drawn by a real trial: the names Optuna records are the
+objective's parameters, every bound is a valid value, and ranges of a decade or more are sampled log-uniformly."""
+
+import optuna
+import pytest
+
+from objectives import available, make_objective
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_search_space_is_valid_at_its_bounds(name):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    drawn = available()[name].search_space(trial)
+    assert drawn == trial.params  # Optuna records each value under the objective's own parameter name
+    assert set(drawn) <= set(available()[name].parameters())
+    for param, dist in trial.distributions.items():
+        if isinstance(dist, optuna.distributions.FloatDistribution):
+            assert dist.low < dist.high
+            for bound in (dist.low, dist.high):
+                make_objective(name, **{param: bound})  # raises on an invalid value
+            if dist.low > 0 and dist.high / dist.low >= 10:
+                assert dist.log, f"{name}.{param} spans a decade or more: sample it log-uniformly"
+        else:
+            for choice in dist.choices:
+                make_objective(name, **{param: choice})

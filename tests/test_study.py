@@ -1,0 +1,198 @@
+"""`safemaml study`: real Optuna storages (SQLite, PostgreSQL, journal file), real trainings on nav2d
+(two iterations, tiny batches), real worker processes killed and interrupted."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from safemaml.cli import main
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TINY = ["--tasks", "nav2d", "--objective", "cvar", "--iterations", "2", "--set", "meta_batch_size=2",
+        "--set", "fast_batch_size=2", "--set", "post_batch_size=2", "--set", "policy.hidden=[8,8]",
+        "--trajectories", "2", "--grid=-0.5:0.5:0.5", "--quiet"]
+POSTGRES_URL = os.environ.get("SAFEMAML_TEST_POSTGRES_URL")
+
+
+def load(directory, storage=None, name=None):
+    return optuna.load_study(study_name=name or directory.name, storage=storage or f"sqlite:///{directory}/study.db")
+
+
+def states(study):
+    return [t.state for t in study.get_trials()]
+
+
+def worker(directory, *args):
+    """A `safemaml study run` in its own process."""
+    return subprocess.Popen([sys.executable, "-m", "safemaml.cli", "study", "run", str(directory), *TINY, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def summary(directory, run_dir):
+    return json.loads((directory / run_dir / "eval" / "summary.json").read_text())
+
+
+def test_study_reaches_n_trials_continues_and_shows(tmp_path, capsys):
+    d = tmp_path / "s"
+    assert main(["study", "run", str(d), *TINY, "--seeds", "2", "--trials", "1", "--search", "eta=0.5:5:log",
+                 "--fix", "margin=0.1"]) == 0
+    # rerun: the stored settings are used, the finished trial is kept, the study grows to 2
+    first = load(d).trials[0]
+    assert main(["study", "run", str(d), "--trials", "2"]) == 0
+    study = load(d)
+    assert states(study) == [optuna.trial.TrialState.COMPLETE] * 2
+    assert (study.trials[0].params, study.trials[0].values) == (first.params, first.values)
+    assert study.metric_names == ["post-update return", "violation rate V̂"]
+    for t in study.trials:
+        assert 0.5 <= t.params["eta"] <= 5 and "margin" not in t.params and 'margin = 0.1' in t.user_attrs["config"]
+        runs = [t.user_attrs[f"run_dir seed {s}"] for s in (0, 1)]
+        assert runs == [f"runs/trial-{t.number:04d}/seed-{s}" for s in (0, 1)]
+        seeds = [summary(d, r) for r in runs]  # the values are the means over seeds of each run's evaluation
+        assert t.values[0] == pytest.approx(np.mean([s["post_return"] for s in seeds]))
+        assert t.values[1] == pytest.approx(np.mean([s["violation_rate"] for s in seeds]))
+        assert t.user_attrs["violation_rate seed 1"] == pytest.approx(seeds[1]["violation_rate"])
+        assert all(s["beta"] == 0.1 and s["tasks"] == 9 for s in seeds)  # the study's evaluation, not the trial's beta
+    # common random numbers: every run is evaluated on the same tasks with the same seed
+    grids = []
+    for t in study.trials:
+        with (d / t.user_attrs["run_dir seed 0"] / "eval" / "tasks.csv").open() as f:
+            grids.append([(r["goal_x"], r["goal_y"]) for r in csv.DictReader(f)])
+    assert grids[0] == grids[1] and len(grids[0]) == 9
+    # other settings on the same study are refused before any training
+    assert main(["study", "run", str(d), *TINY, "--seeds", "3", "--trials", "4"]) == 2
+    assert "other settings" in capsys.readouterr().err and len(load(d).trials) == 2
+
+    assert main(["study", "show", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "unit: the training seed" in out
+    with (d / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["number"]) for r in rows] == [0, 1]
+    assert float(rows[0]["post_return seed 1"]) == pytest.approx(study.trials[0].user_attrs["post_return seed 1"])
+    for name in ("pareto.png", "history_post_return.png", "history_violation_rate.png", "slice_post_return.png"):
+        assert (d / name).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--objective", "nope"], "unknown objective"),
+    (["--search", "gamma=0.1:1"], "no parameter 'gamma'"),
+    (["--search", "eta=2:1"], "LOW must be below HIGH"),
+    (["--search", "beta=0.1:1.5"], "beta must be in (0, 1)"),
+    (["--fix", "eta=-1"], "eta"),
+    (["--storage", "postgresql://nobody@127.0.0.1:9/nothing"], "cannot be used"),
+    (["--storage", "nosuchdb://x"], "cannot be used"),
+    (["--eval-beta", "0"], "--eval-beta"),
+])
+def test_bad_study_input_is_one_line_exit_2_before_training(tmp_path, capsys, args, message):
+    d = tmp_path / "s"
+    assert main(["study", "run", str(d), *TINY, "--trials", "1", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (d / "runs").exists()
+
+
+def _two_workers(d, extra, storage=None, name=None):
+    workers = [worker(d, "--seeds", "1", "--trials", "3", *extra) for _ in range(2)]
+    for w in workers:
+        out, err = w.communicate(timeout=240)
+        assert w.returncode == 0, err
+    study = load(d, storage, name)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 3 <= len(complete) <= 4 and len(complete) == len(study.trials)  # nothing RUNNING, nothing failed
+    runs = [t.user_attrs["run_dir seed 0"] for t in complete]
+    assert len(set(runs)) == len(runs)
+    assert all((d / r / "last.pt").is_file() for r in runs)
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    _two_workers(tmp_path / "s", [])
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="SAFEMAML_TEST_POSTGRES_URL not set (.ci/run sets it)")
+def test_two_workers_share_one_postgresql_study(tmp_path):
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        _two_workers(tmp_path / "s", ["--storage", POSTGRES_URL, "--study-name", name], POSTGRES_URL, name)
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+def _wait_for(path, proc, timeout=120):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() - start < timeout
+        time.sleep(0.02)
+
+
+def test_killed_worker_trial_is_failed_retried_and_continues_its_runs(tmp_path):
+    d = tmp_path / "s"
+    args = ["--seeds", "1", "--trials", "1", "--iterations", "4", "--heartbeat", "1", "--grace", "2"]
+    w = worker(d, *args)
+    _wait_for(d / "runs" / "trial-0000" / "seed-0" / "last.pt", w)
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    saved = torch.load(d / "runs" / "trial-0000" / "seed-0" / "last.pt", weights_only=True)["iteration"]
+    kept = (d / "runs" / "trial-0000" / "seed-0" / "metrics.csv").read_text().splitlines()[:saved + 2]
+    assert states(load(d)) == [optuna.trial.TrialState.RUNNING]
+    time.sleep(3)  # past the grace period: the next worker fails the trial and queues its retry
+    assert main(["study", "run", str(d), "--trials", "1", "--heartbeat", "1", "--grace", "2"]) == 0
+    study = load(d)
+    killed, *rest = study.trials
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retry = [t for t in rest if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+    assert retry[0].params == killed.params and retry[0].user_attrs["run_dir seed 0"] == "runs/trial-0000/seed-0"
+    assert len(study.trials) == 2
+    assert optuna.trial.TrialState.RUNNING not in states(study)
+    # the retry continued seed 0 from its last.pt: the rows written before the kill, timings included, are kept
+    rows = (d / "runs" / "trial-0000" / "seed-0" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[:len(kept)] == kept
+
+
+def test_ctrl_c_stops_cleanly_with_a_hint_and_queues_the_trial_again(tmp_path):
+    d = tmp_path / "s"
+    w = worker(d, "--seeds", "1", "--trials", "1", "--iterations", "30")
+    _wait_for(d / "runs" / "trial-0000" / "seed-0" / "last.pt", w)
+    w.send_signal(signal.SIGINT)
+    _, err = w.communicate(timeout=60)
+    assert w.returncode == 130
+    assert f"Continue with: safemaml study run {d} --trials 1" in err and "Traceback" not in err
+    study = load(d)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert study.trials[1].system_attrs["failed_trial"] == 0 and study.trials[1].params == study.trials[0].params
+
+
+def test_diverging_trials_fail_with_their_reason_and_the_study_goes_on(tmp_path, capsys):
+    d = tmp_path / "s"
+    assert main(["study", "run", str(d), *TINY, "--seeds", "1", "--trials", "1", "--set", "adapt.fast_lr=1e30"]) == 2
+    assert "3 trials in a row failed" in capsys.readouterr().err
+    study = load(d)
+    assert states(study) == [optuna.trial.TrialState.FAIL] * 3
+    assert all("non-finite" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
+def test_journal_file_storage_and_single_metric_with_pruning(tmp_path, capsys):
+    d, journal = tmp_path / "s", tmp_path / "study.log"
+    assert main(["study", "run", str(d), *TINY, "--storage", str(journal), "--seeds", "1", "--trials", "2",
+                 "--metric", "mean_gamma", "--prune-every", "1"]) == 0
+    study = load(d, optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and len(study.trials) == 2
+    for t in study.trials:  # one intermediate value per iteration: the seeds' training mean Gamma
+        with (d / t.user_attrs["run_dir seed 0"] / "metrics.csv").open() as f:
+            gammas = [float(r["mean_gamma"]) for r in csv.DictReader(f)]
+        assert t.intermediate_values == pytest.approx({1: gammas[0], 2: gammas[1]})
+        assert t.value == pytest.approx(summary(d, t.user_attrs["run_dir seed 0"])["mean_gamma"])
+    assert main(["study", "show", str(d), "--storage", str(journal)]) == 0
+    assert "best trial:" in capsys.readouterr().out

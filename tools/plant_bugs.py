@@ -1,0 +1,96 @@
+"""Plant each bug of issue #12 in turn, run the tests meant to catch it, restore the file, and report.
+
+    python tools/plant_bugs.py            # every bug: KILLED (with the first failing test) or SURVIVED
+
+Run from the repository root with the project importable. The source file is always restored, also
+on Ctrl-C. The table in docs/testing.md is this script's output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# (what, file, text, replacement, test files)
+BUGS = [
+    ("PID integral without anti-windup", "objectives/lagrangian.py",
+     "self.integral = max(0.0, self.integral + error)", "self.integral = self.integral + error",
+     ["tests/test_objective_state.py"]),
+    ("PID integral not checkpointed", "objectives/lagrangian.py", '"integral": self.integral, ', "",
+     ["tests/test_objective_state.py"]),
+    ("PID previous violation not checkpointed", "objectives/lagrangian.py", ', "previous": self.previous', "",
+     ["tests/test_objective_state.py"]),
+    ("objective state not restored on resume", "safemaml/trainer.py",
+     'learner.objective.load_state_dict(ckpt["objective"])', "pass", ["tests/test_objective_state.py"]),
+    ("direction reward ignores the direction", "safemaml/tasks/locomotion.py",
+     "return direction * x_velocity", "return x_velocity", ["tests/test_rewards.py"]),
+    ("HalfCheetah control weight 0.05 -> 0.1", "safemaml/tasks/locomotion.py", "ctrl=0.05", "ctrl=0.1",
+     ["tests/test_rewards.py"]),
+    ("ant-dir survive bonus 0.05 -> 1.05", "safemaml/tasks/locomotion.py",
+     "ANT_DIR_WEIGHTS = RewardWeights(ctrl=0.005, contact=5e-4, survive=0.05)",
+     "ANT_DIR_WEIGHTS = RewardWeights(ctrl=0.005, contact=5e-4, survive=1.05)", ["tests/test_rewards.py"]),
+    ("control cost on unclipped actions", "safemaml/envs/mujoco_batch.py",
+     "actions = np.clip(actions, self.ctrl_low, self.ctrl_high)", "pass", ["tests/test_rewards.py"]),
+    ("leave-one-out rescaling m/(m - 1) dropped", "objectives/penalty.py", " * m / (m - 1)", "",
+     ["tests/test_references.py"]),
+    ("lagrangian pair temperature tau * s -> tau", "objectives/lagrangian.py",
+     "torch.sigmoid(gamma / (self.tau * s))", "torch.sigmoid(gamma / self.tau)", ["tests/test_gradients.py"]),
+    ("lagrangian gradient 8% too large", "objectives/lagrangian.py",
+     "dV_dv = h * (1 - h) / (self.tau_h * K)", "dV_dv = h * (1 - h) / (self.tau_h * K) * 1.08",
+     ["tests/test_gradients.py"]),
+    ("cvar VaR at level 0.25 instead of beta", "objectives/cvar.py",
+     "nu = value_at_risk(flat, self.beta)", "nu = value_at_risk(flat, 0.25)", ["tests/test_gradients.py"]),
+    ("inner loss sign flipped (adapt and Fisher product)", "safemaml/adapt.py",
+     "return -(logp * adv * mask)", "return (logp * adv * mask)", ["tests/test_references.py"]),
+    ("Adam without bias correction", "safemaml/metaopt.py",
+     "m_hat, v_hat = m / (1 - b1 ** self.steps), v / (1 - b2 ** self.steps)", "m_hat, v_hat = m, v",
+     ["tests/test_references.py"]),
+    ("inner loss normalised by all steps", "safemaml/adapt.py",
+     "mask.sum((-2, -1)).clamp_min(1.0)", "torch.ones_like(mask).sum((-2, -1))", ["tests/test_masked.py"]),
+    ("surrogate and KL normalised by all steps", "safemaml/metastep.py",
+     "steps = post.mask.sum((1, 2)).clamp_min(1.0)", "steps = torch.ones_like(post.mask).sum((1, 2))",
+     ["tests/test_masked.py"]),
+    ("Fisher product's KL normalised by all steps", "safemaml/fisher.py",
+     "steps = post.mask.sum((1, 2)).clamp_min(1.0)", "steps = torch.ones_like(post.mask).sum((1, 2))",
+     ["tests/test_masked.py"]),
+    ("post-update log-likelihood over steps not taken", "safemaml/metastep.py",
+     "post_loglik=(logp_post * post.mask).sum(-1)", "post_loglik=logp_post.sum(-1)", ["tests/test_masked.py"]),
+    ("return-to-go runs past the end", "safemaml/returns.py",
+     "running = (rewards[..., t] + gamma * running) * mask[..., t]",
+     "running = rewards[..., t] + gamma * running", ["tests/test_masked.py"]),
+    ("GAE bootstraps from steps not taken", "safemaml/returns.py",
+     "next_values = torch.cat([values[..., 1:] * mask[..., 1:]", "next_values = torch.cat([values[..., 1:]",
+     ["tests/test_masked.py"]),
+    ("advantage variance over steps not taken", "safemaml/returns.py",
+     "var = ((x - mean).pow(2) * mask)", "var = (x - mean).pow(2)", ["tests/test_masked.py"]),
+]
+
+
+def plant(path: str, text: str, replacement: str, tests: list[str]) -> tuple[bool, str]:
+    source = Path(path).read_text()
+    if text not in source:
+        raise SystemExit(f"{path}: text to replace not found: {text!r}")
+    Path(path).write_text(source.replace(text, replacement, 1))
+    try:
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                             capture_output=True, text=True, env=env)
+    finally:
+        Path(path).write_text(source)
+    failed = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("FAILED")]
+    return run.returncode != 0, failed[0] if failed else ""
+
+
+def main() -> int:
+    survivors = 0
+    for what, path, text, replacement, tests in BUGS:
+        killed, by = plant(path, text, replacement, tests)
+        survivors += not killed
+        print(f"{'KILLED  ' if killed else 'SURVIVED'} {what}: {by}", flush=True)
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
