@@ -9,7 +9,10 @@ out=experiments/results/curvature-parity/$curv-$sub
 for target in $(seq 5 5 $max); do
   for seed in 0 1 2 3 4; do
     run=$out/seed$seed
-    if [ -f $run/last.pt ]; then
+    done_its=$(( $( [ -f $run/metrics.csv ] && wc -l < $run/metrics.csv || echo 1 ) - 1 ))
+    if [ $done_its -ge $target ]; then
+      continue
+    elif [ -f $run/last.pt ]; then
       safemaml train --resume $run --iterations $target --quiet
     else
       safemaml train --config experiments/nav2d.toml --iterations $target --seed $seed \
