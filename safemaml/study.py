@@ -56,7 +56,8 @@ SEED_KEYS = ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "violation
 class Evaluation:
     """The options of `safemaml evaluate` used for every run of the study (the same for all trials)."""
 
-    grid: str | None = None
+    grid: str | None = None  # None: `sample` tasks drawn from p(T) (evaluate's default, task seed 0)
+    sample: int | None = None
     trajectories: int = 20
     repeats: int = 1
     seed: int = 0
@@ -399,8 +400,8 @@ def evaluate_seed(run: Path, evaluation: Evaluation, device: str) -> dict[str, f
 
     summary = evaluate_run(run, grid_text=evaluation.grid, trajectories=evaluation.trajectories,
                            repeats=evaluation.repeats, seed=evaluation.seed, beta=evaluation.beta,
-                           delta=evaluation.delta, device=device)
-    return {k: float(summary[k]) for k in SEED_KEYS if k in summary}
+                           delta=evaluation.delta, device=device, sample=evaluation.sample)
+    return {k: float("nan") if summary[k] is None else float(summary[k]) for k in SEED_KEYS if k in summary}
 
 
 def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: str, quiet: bool) -> list[float]:

@@ -12,7 +12,7 @@ from safemaml.errors import SafeMamlError
 
 # settings flags: given on a continued study, they must agree with the stored settings
 SETTING_FLAGS = ("config", "tasks", "iterations", "seed", "set", "init", "objective", "seeds", "search", "fix",
-                 "grid", "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
+                 "grid", "sample", "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
 
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
@@ -24,8 +24,12 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> None:
     """Register `study run` and `study show` on the subparsers `sub` of the main parser."""
-    study = sub.add_parser("study", help="Optuna studies over an objective's parameters, the seed as unit")
-    actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True)
+    study = sub.add_parser("study", help="Optuna studies over an objective's parameters, the seed as unit",
+                           description="Optuna studies over an objective's parameters (beta, delta, multipliers), "
+                                       "every trial trained on several seeds: `study run DIR` creates or continues "
+                                       "one, `study show DIR` reports it (docs/studies.md).")
+    actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True,
+                                   help="run: create or continue a study; show: report it")
 
     p = actions.add_parser("run", help="create the study or continue it until --trials trials are finished")
     _storage_args(p)
@@ -45,7 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, as for train")
     p.add_argument("--init", metavar="RUN", help="fine-tuning study: every run starts from the policy of RUN")
     p.add_argument("--device", default="cpu", help="this worker's torch device")
-    p.add_argument("--grid", help="evaluation grid START:STOP:STEP (default: the family's)")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="evaluate on N tasks drawn from p(T) with task seed 0, the same for every trial (default 40)")
+    p.add_argument("--grid", help="evaluate on a grid START:STOP:STEP instead of tasks drawn from p(T)")
     p.add_argument("--trajectories", type=int, help="evaluation trajectories per round (default 20)")
     p.add_argument("--repeats", type=int, help="evaluation rounds (default 1; >= 29 to certify beta = 0.1)")
     p.add_argument("--eval-seed", type=int, help="evaluation seed, the same for every trial (default 0)")
@@ -78,7 +84,7 @@ def _settings_from_args(args: argparse.Namespace):
     flags.tasks = None  # resolve_config applies it after choosing the family's preset
     base = api.resolve_config(args.config, cli._overrides(flags), tasks=tasks)
     objective = args.objective or base.objective_name
-    evaluation = Evaluation(grid=args.grid, trajectories=_or(args.trajectories, 20), repeats=_or(args.repeats, 1),
+    evaluation = Evaluation(grid=args.grid, sample=args.sample, trajectories=_or(args.trajectories, 20), repeats=_or(args.repeats, 1),
                             seed=_or(args.eval_seed, 0), beta=_or(args.eval_beta, 0.1),
                             delta=_or(args.eval_delta, 0.1))
     return make_settings(base, objective, args.search or [], args.fix or [], _or(args.seeds, 3), evaluation,
