@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from safemaml.adapt import AdaptConfig, inner_loss
-from safemaml.fisher import _block_hvp, _first, _per_task_copy, maml_fvp
+from safemaml.fisher import _block_hvp, _first, _per_task_copy, jfj_product, maml_fvp
 from safemaml.policy import Params, PolicySpec, mean_action
 
 FVP = Callable[[Tensor], Tensor]
@@ -83,26 +83,12 @@ def gauss_newton_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, s
     post = _first(data.post, max(2, math.ceil(subsample * data.post.rewards.shape[1])))
     pre_adv = data.pre_adv[:, :pre.rewards.shape[1]]
     K, m, H = post.rewards.shape
-    names, sizes = list(theta0), [v.numel() for v in theta0.values()]
     fisher = gaussian_kl_fisher(spec, data.sampling_params, post.obs.view(K, m * H, -1), post.mask.view(K, m * H))
     hessian = None
     if adaptation_jacobian and not cfg.first_order:
         hessian = inner_hessian(spec, theta0, pre, pre_adv)
 
-    def jacobian(v: Params) -> Params:  # J_T v = v - alpha H_T v
-        if hessian is None:
-            return v
-        hv = hessian(v)
-        return {k: v[k] - cfg.fast_lr * hv[k] for k in names}
-
-    def fvp(vector: Tensor) -> Tensor:
-        parts = dict(zip(names, torch.split(vector, sizes)))
-        v = {k: parts[k].view_as(theta0[k]).unsqueeze(0).expand(K, *theta0[k].shape) for k in names}
-        z = jacobian(fisher(jacobian(v)))
-        return torch.cat([z[k].sum(0).reshape(-1) for k in names])
-
-    return fvp
-
+    return jfj_product(theta0, K, cfg.fast_lr, hessian, fisher)
 
 def make_fvp(curvature: str, spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data,
              subsample: float = 1.0) -> FVP:

@@ -59,8 +59,6 @@ def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample
     pre_adv = data.pre_adv[:, :n_sub]
     K, m, H = post.rewards.shape
     old = data.sampling_params
-    names = list(theta0)
-    sizes = [theta0[k].numel() for k in names]
 
     inner_hvp = None
     if not cfg.first_order:
@@ -75,20 +73,28 @@ def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample
     kl = (kl_divergence(spec, old, post_leaves, obs).view(K, m, H) * post.mask).sum((1, 2)) / steps
     kl_hvp = _block_hvp(kl.mean(), post_leaves)
 
-    def jacobian(v: Params) -> Params:  # J_T v = v - alpha H_T v (J_T = I for first order)
+    return jfj_product(theta0, K, cfg.fast_lr, inner_hvp, kl_hvp)
+
+
+def jfj_product(theta0: Params, K: int, fast_lr: float, inner_hvp: Callable[[Params], Params] | None,
+                fisher: Callable[[Params], Params]) -> FVP:
+    """v -> sum_T J_T F_T J_T v on flat vectors, with J_T v = v - alpha H_T v (J_T = I when
+    `inner_hvp` is None) and F_T v given per task by `fisher`."""
+    names, sizes = list(theta0), [v.numel() for v in theta0.values()]
+
+    def jacobian(v: Params) -> Params:
         if inner_hvp is None:
             return v
         hv = inner_hvp(v)
-        return {k: v[k] - cfg.fast_lr * hv[k] for k in names}
+        return {k: v[k] - fast_lr * hv[k] for k in names}
 
     def fvp(vector: Tensor) -> Tensor:
         parts = dict(zip(names, torch.split(vector, sizes)))
         v = {k: parts[k].view_as(theta0[k]).unsqueeze(0).expand(K, *theta0[k].shape) for k in names}
-        z = jacobian(kl_hvp(jacobian(v)))
+        z = jacobian(fisher(jacobian(v)))
         return torch.cat([z[k].sum(0).reshape(-1) for k in names])
 
     return fvp
-
 
 def supports(cfg: AdaptConfig) -> bool:
     """The structured product is exact for one inner step, and for first-order adaptation (J = I)."""
