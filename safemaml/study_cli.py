@@ -24,10 +24,13 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> None:
     """Register `study run` and `study show` on the subparsers `sub` of the main parser."""
-    study = sub.add_parser("study", help="Optuna studies over an objective's parameters, the seed as unit")
-    actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True)
+    about = "Optuna studies over an objective's parameters, the seed as unit."
+    study = sub.add_parser("study", help=about, description=about)
+    actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True, metavar="ACTION",
+                                   help="run: create or continue the study; show: its results")
 
-    p = actions.add_parser("run", help="create the study or continue it until --trials trials are finished")
+    about = "Create the study or continue it until --trials trials are finished."
+    p = actions.add_parser("run", help=about, description=about)
     _storage_args(p)
     p.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
     p.add_argument("--objective", help="meta-objective whose parameters are searched (default: the config's)")
@@ -38,9 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", help="pareto (default: max post-update return, min V̂) or one of post_return, "
                                     "violation_rate, mean_gamma, cvar_gamma (single objective, prunable)")
     p.add_argument("--prune-every", type=int, help="single metric: report every K iterations, MedianPruner")
-    p.add_argument("--config")
-    p.add_argument("--tasks")
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--config", metavar="FILE.toml", help="base config, as for train (default: the family's preset)")
+    p.add_argument("--tasks", metavar="FAMILY", help="task family, as for train (default: halfcheetah-vel)")
+    p.add_argument("--iterations", type=int, metavar="N", help="meta-iterations per run (default: the preset's)")
     p.add_argument("--seed", type=int, help="first training seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, as for train")
     p.add_argument("--init", metavar="RUN", help="fine-tuning study: every run starts from the policy of RUN")
@@ -58,7 +61,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
     p.set_defaults(func=cmd_study_run)
 
-    p = actions.add_parser("show", help="trials table, Pareto front, importances; trials.csv and PNG figures")
+    about = "Trials table, Pareto front, importances; trials.csv and PNG figures."
+    p = actions.add_parser("show", help=about, description=about)
     _storage_args(p)
     p.add_argument("--out", help="folder for trials.csv and figures (default DIR)")
     p.set_defaults(func=cmd_study_show)
