@@ -125,6 +125,8 @@ def _objective_table(values: Any) -> dict[str, Any]:
     for key, value in table.items():
         if isinstance(value, dict):
             raise SafeMamlError(f"objective.{key} must be a value, not a table")
+        if not isinstance(value, (bool, int, float, str)):
+            raise SafeMamlError(f"objective.{key} must be a number, a string or true/false, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise SafeMamlError(f"objective.{key} must be a finite number, got {value!r}")
     if not isinstance(table["name"], str):
