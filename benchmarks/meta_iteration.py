@@ -1,8 +1,11 @@
 """Wall time of one paper-sized meta-iteration (HalfCheetahVel: 40 tasks x 20 + 20 trajectories
-x 200 steps, TRPO with 10 CG iterations), split into sampling, adaptation and the TRPO step,
-and vmapped versus looped adaptation, all measured in one run.
+x 200 steps, TRPO with 10 CG iterations), split into sampling, adaptation and the TRPO step, for
+the default TRPO curvature and the exact one (and any other `meta.curvature[:fvp_subsample]`)
+side by side in one run, with the peak memory (RSS) of each meta-iteration; then vmapped versus
+looped adaptation.
 
 Usage: python benchmarks/meta_iteration.py [--device cpu|cuda] [--tasks FAMILY] [--repeats R]
+           [--curvatures default exact gauss-newton adapted-fisher:0.25] [--skip-adaptation]
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -36,6 +40,35 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
+def reset_peak_rss() -> None:
+    """Reset the process's peak RSS (Linux: writing 5 to /proc/self/clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS since the last reset (VmHWM), else since the process started (ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def variant(base, name: str):
+    """The config of a curvature variant: 'default' (the config as is), or 'CURVATURE[:SUBSAMPLE]'."""
+    if name == "default":
+        return base
+    curvature, _, subsample = name.partition(":")
+    return config_io.override(base, {"meta.curvature": curvature, "meta.fvp_subsample": float(subsample or 1.0)})
+
+
 def adaptation_costs(learner: Learner, repeats: int) -> dict[str, float]:
     """Adaptation plus meta-gradient through it, vmapped and looped, on one real pre-update batch."""
     cfg = learner.cfg
@@ -58,26 +91,42 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tasks", default="halfcheetah-vel")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--fvp-subsample", type=float, default=1.0, help="TRPO curvature from this fraction")
+    parser.add_argument("--curvatures", nargs="+", default=["default", "exact"],
+                        help="'default' or CURVATURE[:FVP_SUBSAMPLE], e.g. adapted-fisher:0.25")
+    parser.add_argument("--skip-adaptation", action="store_true", help="skip the vmap/loop table")
     args = parser.parse_args()
-    cfg = config_io.override(config_io.preset(args.tasks),
-                             {"device": args.device, "meta.fvp_subsample": args.fvp_subsample})
-    learner = Learner.create(cfg)
-    print(f"# meta-iteration benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, device {args.device}")
-    print(f"# {cfg.tasks}: {cfg.meta_batch_size} tasks x ({cfg.fast_batch_size} + {cfg.post_batch_size}) "
-          f"trajectories, TRPO cg_iters={cfg.meta.cg_iters}, fvp_subsample={cfg.meta.fvp_subsample}")
-    rows = [meta_step(learner, i) for i in range(args.repeats)]
-    best = min(rows, key=lambda m: m["time_sampling"] + m["time_adapt"] + m["time_optimize"])
-    sampling, adaptation, trpo = best["time_sampling"], best["time_adapt"], best["time_optimize"]
-    total = sampling + adaptation + trpo
-    print("| sampling (2 phases) | adaptation | TRPO step | total | total / sampling |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {sampling:.2f} s | {adaptation:.2f} s | {trpo:.2f} s | {total:.2f} s | {total / sampling:.2f} |")
+    base = config_io.override(config_io.preset(args.tasks), {"device": args.device})
+    configs = {name: variant(base, name) for name in args.curvatures}
+    print(f"# meta-iteration benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
+          f"device {args.device}")
+    print(f"# {base.tasks}: {base.meta_batch_size} tasks x ({base.fast_batch_size} + {base.post_batch_size}) "
+          f"trajectories, TRPO cg_iters={base.meta.cg_iters}; the variants alternate, best of {args.repeats}")
+    learners = {name: Learner.create(cfg) for name, cfg in configs.items()}  # the same seed: the same first data
+    rows: dict[str, list[dict]] = {name: [] for name in configs}
+    for i in range(args.repeats):
+        for name, learner in learners.items():
+            reset_peak_rss()
+            metrics = meta_step(learner, i)
+            metrics["rss"] = peak_rss_mib()
+            rows[name].append(metrics)
+    print("| curvature | fvp_subsample | sampling (2 phases) | adaptation | TRPO step | total | total / sampling "
+          "| peak RSS |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, cfg in configs.items():
+        best = min(rows[name], key=lambda m: m["time_sampling"] + m["time_adapt"] + m["time_optimize"])
+        sampling, adaptation, trpo = best["time_sampling"], best["time_adapt"], best["time_optimize"]
+        total = sampling + adaptation + trpo
+        label = f"{cfg.meta.curvature} (default)" if name == "default" else cfg.meta.curvature
+        print(f"| {label} | {cfg.meta.fvp_subsample:g} | {sampling:.2f} s | {adaptation:.2f} s | {trpo:.2f} s | "
+              f"{total:.2f} s | {total / sampling:.2f} | {max(m['rss'] for m in rows[name]):.0f} MiB |", flush=True)
+    if args.skip_adaptation:
+        return
+    learner = next(iter(learners.values()))
     costs = adaptation_costs(learner, args.repeats)
     print("\n| adaptation + meta-gradient | vmap | per-task loop | vmap / loop |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| {cfg.meta_batch_size} tasks | {costs['vmap']:.2f} s | {costs['loop']:.2f} s | "
+    print(f"| {base.meta_batch_size} tasks | {costs['vmap']:.2f} s | {costs['loop']:.2f} s | "
           f"{costs['vmap'] / costs['loop']:.2f} |")
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from safemaml.adapt import AdaptConfig, adapt
 from safemaml.metabatch import MetaBatch
-from safemaml.policy import Params, PolicySpec, kl_divergence, log_prob
+from safemaml.policy import Params, PolicySpec, gaussian_kl, gaussian_log_prob, log_prob, log_std_for, mean_action
 from safemaml.rollout import Sampler, Trajectories
 
 
@@ -32,6 +32,17 @@ class MetaData:
     post_adv: Tensor  # [K, m, H]
     sampling_params: Params  # theta'_T(theta_0) that sampled `post`, per task (detached)
     resampled: list[tuple[Trajectories, Tensor]] = field(default_factory=list)  # adapt.resample: steps 2, 3, ...
+    _sampling_means: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def sampling_means(self, spec: PolicySpec) -> tuple[Tensor, Tensor]:
+        """The sampling policies' means and log stds on the post-update observations [K, m*H, A]:
+        constant during the meta-step, so computed once and reused by every evaluation of the KL."""
+        if self._sampling_means is None:
+            K, m, H = self.post.rewards.shape
+            with torch.no_grad():
+                mean = mean_action(spec, self.sampling_params, self.post.obs.view(K, m * H, -1))
+                self._sampling_means = mean, log_std_for(spec, self.sampling_params, mean)
+        return self._sampling_means
 
 
 def adapted(spec: PolicySpec, cfg: AdaptConfig, params: Params, pre: Trajectories, pre_adv: Tensor,
@@ -88,11 +99,13 @@ def meta_loss(spec: PolicySpec, cfg: AdaptConfig, objective, params: Params,
     K, m, H = post.rewards.shape
     new = adapted(spec, cfg, params, pre, data.pre_adv, data.resampled)
     post_obs, post_act = post.obs.view(K, m * H, -1), post.actions.view(K, m * H, -1)
-    logp_post = log_prob(spec, new, post_obs, post_act).view(K, m, H)
+    mean = mean_action(spec, new, post_obs)  # one forward pass serves the likelihoods and the KL
+    log_std = log_std_for(spec, new, mean)
+    logp_post = gaussian_log_prob(mean, log_std, post_act).view(K, m, H)
     steps = post.mask.sum((1, 2)).clamp_min(1.0)
     ratio = torch.exp(logp_post - post.log_probs)
     surrogates = -(ratio * data.post_adv * post.mask).sum((1, 2)) / steps
-    kl = (kl_divergence(spec, data.sampling_params, new, post_obs).view(K, m, H) * post.mask).sum((1, 2)) / steps
+    kl = (gaussian_kl(*data.sampling_means(spec), mean, log_std).view(K, m, H) * post.mask).sum((1, 2)) / steps
     n = pre.rewards.shape[1]
     logp_pre = log_prob(spec, params, pre.obs.view(K, n * H, -1), pre.actions.view(K, n * H, -1)).view(K, n, H)
     batch = MetaBatch(

@@ -90,7 +90,11 @@ def log_std_for(spec: PolicySpec, params: Params, mean: Tensor) -> Tensor:
 def log_prob(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
     """log pi(a | s), summed over action dimensions: [..., obs_dim], [..., A] -> [...]."""
     mean = mean_action(spec, params, obs)
-    log_std = log_std_for(spec, params, mean)
+    return gaussian_log_prob(mean, log_std_for(spec, params, mean), actions)
+
+
+def gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
+    """log N(a; mean, exp(log_std)^2), summed over the last (action) dimension."""
     z = (actions - mean) * torch.exp(-log_std)
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
@@ -103,6 +107,10 @@ def action_std(params: Params) -> float:
 def kl_divergence(spec: PolicySpec, old: Params, new: Params, obs: Tensor) -> Tensor:
     """KL(pi_old || pi_new) per observation: [..., obs_dim] -> [...]."""
     mu0, mu1 = mean_action(spec, old, obs), mean_action(spec, new, obs)
-    ls0, ls1 = log_std_for(spec, old, mu0), log_std_for(spec, new, mu1)
+    return gaussian_kl(mu0, log_std_for(spec, old, mu0), mu1, log_std_for(spec, new, mu1))
+
+
+def gaussian_kl(mu0: Tensor, ls0: Tensor, mu1: Tensor, ls1: Tensor) -> Tensor:
+    """KL(N(mu0, e^{2 ls0}) || N(mu1, e^{2 ls1})) of diagonal Gaussians, summed over the last dimension."""
     var0, var1 = torch.exp(2 * ls0), torch.exp(2 * ls1)
     return (ls1 - ls0 + (var0 + (mu0 - mu1).pow(2)) / (2 * var1) - 0.5).sum(-1)

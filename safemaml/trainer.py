@@ -23,7 +23,8 @@ from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml import rundir
 from safemaml.errors import RunFault, SafeMamlError
-from safemaml.fisher import maml_fvp, supports
+from safemaml.curvature import make_fvp as curvature_fvp
+from safemaml.fisher import supports
 from safemaml.metaopt import MetaOptimizer
 from safemaml.metastep import MetaData, inner_loop, meta_loss
 from safemaml.metrics import summarize
@@ -155,7 +156,7 @@ def meta_step(learner: Learner, iteration: int,
     make_fvp = None
     if supports(cfg.adapt):
         def make_fvp(theta: Params):
-            return maml_fvp(learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
+            return curvature_fvp(cfg.meta.curvature, learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
     std_before = action_std(learner.params)  # of the policy that sampled the pre-update data
     new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp)
     t4 = time.perf_counter()
@@ -208,6 +209,12 @@ def _restore(learner: Learner, run: RunDir) -> int:
     return int(ckpt["iteration"]) + 1
 
 
+def time_breakdown(m: dict[str, float]) -> str:
+    """Where an iteration's time went (the time_* columns of metrics.csv), for the progress line."""
+    return (f"sampling {m['time_sampling']:.1f} s / adaptation {m['time_adapt']:.1f} s / "
+            f"meta-step {m['time_optimize']:.1f} s")
+
+
 class Progress:
     """What a person watching sees: a line at the start, the stages of the first iteration, one
     line per iteration (rewritten in place on a terminal), and what to run at the end."""
@@ -230,7 +237,8 @@ class Progress:
             return
         eta = per_it * (self.total - i - 1)
         line = (f"[{i + 1:>4}/{self.total}] pre {m['pre_return']:9.2f}  post {m['post_return']:9.2f}  "
-                f"Γ {m['mean_gamma']:+8.2f}  V̂ {m['violation_rate']:.2f}  {per_it:5.1f} s/it  "
+                f"Γ {m['mean_gamma']:+8.2f}  V̂ {m['violation_rate']:.2f}  {per_it:5.1f} s/it "
+                f"({time_breakdown(m)})  "
                 f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
         end = "\r" if self.tty and i + 1 < self.total else "\n"
         print(line, end=end, flush=True)

@@ -105,6 +105,10 @@ def test_leave_one_out_centering_by_hand():
     torch.testing.assert_close(loo_center(w), expected)
     single = torch.tensor([[2.5]])
     torch.testing.assert_close(loo_center(single), single)  # no other trajectory: no baseline
+    torch.testing.assert_close(loo_center(torch.tensor([[1.0, 3.0]])), torch.tensor([[-2.0, 2.0]]))  # m = 2
+    w3 = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref3 = torch.stack([w3[..., j] - (w3.sum(-1) - w3[..., j]) / 3 for j in range(4)], -1)
+    torch.testing.assert_close(loo_center(w3), ref3)  # along the last axis, whatever the leading ones
 
 
 def test_automatic_return_scale_is_the_median_absolute_deviation():
@@ -113,6 +117,8 @@ def test_automatic_return_scale_is_the_median_absolute_deviation():
     mad = np.median(np.abs(flat - np.median(flat)))  # (median of an odd count: no averaging ambiguity)
     assert return_scale(gamma).item() == pytest.approx(mad)
     assert return_scale(gamma, fixed=2.5).item() == 2.5
+    fixed = return_scale(gamma, fixed=0.1)  # below 1 too, and in the pairs' precision
+    assert fixed.dtype == torch.float64 and fixed.item() == 0.1
     assert return_scale(torch.zeros(2, 3, 3)).item() == pytest.approx(1e-3)  # the floor
 
 

@@ -1,0 +1,112 @@
+"""Cheaper curvature for TRPO through one inner step, chosen by `meta.curvature`.
+
+TRPO's curvature is the Hessian of the mean KL in theta, at theta_0, through the adaptation:
+(1/K) sum_T J_T F_T J_T (safemaml/fisher.py: J_T = I - alpha H_T, F_T the Hessian of KL_T in theta'_T).
+This module computes F_T in its Gauss-Newton form: for the Gaussian policy the KL's Hessian at
+theta' = theta'_0 is exactly
+
+    F_T = J_mu^T diag(w / sigma^2) J_mu + J_s^T diag(2 sum w) J_s
+
+(J_mu the Jacobian of the policy means over the post-update observations, w the per-step weights
+mask / steps, J_s the Jacobian of the effective log std; the mean/log-std cross terms and the
+second-derivative terms vanish because mu_new = mu_old there). So F_T u costs one jvp and one vjp
+of the policy's forward pass instead of a double backward, and the forward pass is done once.
+
+Settings of `meta.curvature`:
+- "exact": safemaml.fisher.maml_fvp (KL Hessian by double backward), the reference.
+- "gauss-newton": J_T F_T J_T with F_T in Gauss-Newton form: the same product, exact, cheaper.
+- "adapted-fisher": F_T only, J_T taken as I (the Fisher at theta'_T, no inner Hessian): an
+  approximation of the curvature. Only the search direction changes; TRPO's line search still
+  enforces the exact KL bound and the exact loss.
+`meta.fvp_subsample` < 1 takes every product from that fraction of each task's trajectories.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from safemaml.adapt import AdaptConfig, inner_loss
+from safemaml.fisher import _block_hvp, _first, _per_task_copy, maml_fvp
+from safemaml.policy import Params, PolicySpec, mean_action
+
+FVP = Callable[[Tensor], Tensor]
+CURVATURES = ("exact", "gauss-newton", "adapted-fisher")
+
+
+def gaussian_kl_fisher(spec: PolicySpec, old: Params, obs: Tensor, mask: Tensor) -> Callable[[Params], Params]:
+    """u -> F u for the per-task Hessians of KL_T(pi_old || pi_new)/K in new, at new = old.
+
+    `old` carries a leading task dimension K; obs is [K, N, obs_dim], mask [K, N] (the KL of task T
+    is the mask-weighted mean over its N steps, as in metastep.meta_loss); u and F u are per task.
+    """
+    K = obs.shape[0]
+    steps = mask.sum(1, keepdim=True).clamp_min(1.0)
+    weight = mask / steps / K  # [K, N]; the 1/K of the mean over tasks
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in old.items()}
+    mean, log_std = mean_action(spec, leaves, obs), spec.log_std(leaves)  # [K, N, A], [K, A]
+    inv_var = torch.exp(-2 * log_std.detach())
+    mean_metric = weight.unsqueeze(-1) * inv_var.unsqueeze(1)  # [K, N, A]
+    std_metric = 2 * weight.sum(1, keepdim=True)  # [K, 1]
+
+    def outputs(p: Params) -> tuple[Tensor, Tensor]:
+        return mean_action(spec, p, obs), spec.log_std(p)
+
+    frozen = {k: v.detach() for k, v in old.items()}
+
+    def product(u: Params) -> Params:
+        _, (d_mean, d_log_std) = torch.func.jvp(outputs, (frozen,), ({k: u[k] for k in frozen},))
+        grads = torch.autograd.grad((mean, log_std), list(leaves.values()),
+                                    (mean_metric * d_mean, std_metric * d_log_std), retain_graph=True)
+        return dict(zip(leaves, grads))
+
+    return product
+
+
+def inner_hessian(spec: PolicySpec, theta0: Params, pre, pre_adv: Tensor) -> Callable[[Params], Params]:
+    """u -> H_T u per task: the Hessians of the inner losses at theta0 (block diagonal, by double backward)."""
+    leaves = _per_task_copy(theta0, pre.rewards.shape[0])
+    return _block_hvp(inner_loss(spec, leaves, pre.obs, pre.actions, pre_adv, pre.mask).sum(), leaves)
+
+
+def gauss_newton_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample: float = 1.0,
+                     adaptation_jacobian: bool = True) -> FVP:
+    """TRPO's Fisher-vector product with F_T in Gauss-Newton form (flat vectors).
+
+    With `adaptation_jacobian` the product is exact (equal to fisher.maml_fvp); without it
+    J_T = I (the Fisher of the adapted policies only).
+    """
+    pre = _first(data.pre, max(2, math.ceil(subsample * data.pre.rewards.shape[1])))
+    post = _first(data.post, max(2, math.ceil(subsample * data.post.rewards.shape[1])))
+    pre_adv = data.pre_adv[:, :pre.rewards.shape[1]]
+    K, m, H = post.rewards.shape
+    names, sizes = list(theta0), [v.numel() for v in theta0.values()]
+    fisher = gaussian_kl_fisher(spec, data.sampling_params, post.obs.view(K, m * H, -1), post.mask.view(K, m * H))
+    hessian = None
+    if adaptation_jacobian and not cfg.first_order:
+        hessian = inner_hessian(spec, theta0, pre, pre_adv)
+
+    def jacobian(v: Params) -> Params:  # J_T v = v - alpha H_T v
+        if hessian is None:
+            return v
+        hv = hessian(v)
+        return {k: v[k] - cfg.fast_lr * hv[k] for k in names}
+
+    def fvp(vector: Tensor) -> Tensor:
+        parts = dict(zip(names, torch.split(vector, sizes)))
+        v = {k: parts[k].view_as(theta0[k]).unsqueeze(0).expand(K, *theta0[k].shape) for k in names}
+        z = jacobian(fisher(jacobian(v)))
+        return torch.cat([z[k].sum(0).reshape(-1) for k in names])
+
+    return fvp
+
+
+def make_fvp(curvature: str, spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data,
+             subsample: float = 1.0) -> FVP:
+    """The Fisher-vector product that `meta.curvature` names, at theta0."""
+    if curvature == "exact":
+        return maml_fvp(spec, cfg, theta0, data, subsample)
+    return gauss_newton_fvp(spec, cfg, theta0, data, subsample, adaptation_jacobian=curvature == "gauss-newton")
