@@ -115,8 +115,9 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     write_bytes_atomic(path, checkpoint_bytes(state))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by `save_checkpoint`, or a one-line SafeMamlError saying what is wrong."""
+def load_checkpoint(path: Path, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint` (holding at least `keys`; a policy to start from
+    needs only "params"), or a one-line SafeMamlError saying what is wrong."""
     import pickle
 
     import torch
@@ -135,8 +136,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise RunFault(os_error_message(exc, path)) from None
     except Exception:  # truncated, empty, random bytes: torch raises RuntimeError, EOFError, ValueError...
         raise SafeMamlError(f"{path} is not a safemaml checkpoint (empty, truncated or not a torch file)") from None
-    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
-        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        missing = [k for k in keys if not isinstance(state, dict) or k not in state]
         raise SafeMamlError(f"{path} is not a safemaml checkpoint (no {', '.join(missing)})")
     params = state["params"]
     if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):

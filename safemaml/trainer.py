@@ -102,7 +102,7 @@ def initial_params(cfg: TrainConfig, spec: PolicySpec, device: torch.device) -> 
     if not cfg.init:
         return fresh
     path = Path(cfg.init)
-    ckpt = load_checkpoint(path / "last.pt" if path.is_dir() else path)
+    ckpt = rundir.load_checkpoint(path / "last.pt" if path.is_dir() else path, keys=("params",))
     params = ckpt["params"]
     if {k: tuple(v.shape) for k, v in params.items()} != {k: tuple(v.shape) for k, v in fresh.items()}:
         raise SafeMamlError(f"--init {cfg.init}: its policy does not have this run's shape")
