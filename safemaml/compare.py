@@ -26,6 +26,7 @@ from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.evaluate import evaluate_run
+from safemaml.rundir import RunDir
 from safemaml.trainer import train
 
 METRICS = ["pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
@@ -43,7 +44,7 @@ def _task_gammas(eval_dir: Path) -> np.ndarray:
 
 def _check_same_settings(run: Path, cfg: TrainConfig) -> None:
     """A run found in OUT is continued only if it was made with these settings (iterations aside)."""
-    saved = config_io.to_dict(config_io.load(run / "config.toml"))
+    saved = config_io.to_dict(RunDir(run).read_config())
     wanted = config_io.to_dict(cfg)
     saved.pop("iterations"), wanted.pop("iterations")
     if saved != wanted:
@@ -60,7 +61,7 @@ def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _run(cfg: TrainConfig, run: Path, quiet: bool, eval_kwargs: dict) -> dict:
-    done = (run / "last.pt").exists()
+    done = RunDir(run).has_checkpoint()
     if done:
         _check_same_settings(run, cfg)
     train(cfg, run, resume=done, quiet=quiet)

@@ -123,8 +123,10 @@ def _objective_table(values: Any) -> dict[str, Any]:
     table = dict(values)
     table.setdefault("name", "maml")
     for key, value in table.items():
-        if not isinstance(value, (str, int, float, bool)):  # objective parameters are scalars
-            raise SafeMamlError(f"objective.{key} must be a number, string or true/false, got {value!r}")
+        if isinstance(value, dict):
+            raise SafeMamlError(f"objective.{key} must be a value, not a table")
+        if not isinstance(value, (bool, int, float, str)):
+            raise SafeMamlError(f"objective.{key} must be a number, a string or true/false, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise SafeMamlError(f"objective.{key} must be a finite number, got {value!r}")
     if not isinstance(table["name"], str):

@@ -116,10 +116,8 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Any]:
-    """A checkpoint written by `save_checkpoint`, or a one-line SafeMamlError saying what is wrong.
-
-    `keys`: the entries it must hold (a policy to start from needs only "params").
-    """
+    """A checkpoint written by `save_checkpoint` (holding at least `keys`; a policy to start from
+    needs only "params"), or a one-line SafeMamlError saying what is wrong."""
     import pickle
 
     import torch

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import socket
 import sys
 import time
@@ -374,12 +373,12 @@ def run_directory(directory: Path, trial: Trial | FrozenTrial, seed: int) -> Pat
 
 def train_seed(cfg: TrainConfig, run: Path, quiet: bool) -> None:
     """Train `run` up to cfg.iterations: resumed from last.pt where it exists; a folder that holds
-    no finished iteration (its worker died in the first one) is started afresh."""
+    no finished iteration (its worker died in the first one) is started afresh by train itself,
+    under the run's lock (safemaml.rundir)."""
+    from safemaml.rundir import RunDir
     from safemaml.trainer import train
 
-    if run.exists() and not (run / "last.pt").exists():
-        shutil.rmtree(run)
-    train(cfg, run, resume=(run / "last.pt").exists(), quiet=quiet)
+    train(cfg, run, resume=RunDir(run).has_checkpoint(), quiet=quiet)
 
 
 def _training_metric(run: Path, metric: str, since: int) -> float:

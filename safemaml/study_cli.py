@@ -24,14 +24,13 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> None:
     """Register `study run` and `study show` on the subparsers `sub` of the main parser."""
-    study = sub.add_parser("study", help="Optuna studies over an objective's parameters, the seed as unit",
-                           description="Optuna studies over an objective's parameters (beta, delta, multipliers), "
-                                       "every trial trained on several seeds: `study run DIR` creates or continues "
-                                       "one, `study show DIR` reports it (docs/studies.md).")
-    actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True,
-                                   help="run: create or continue a study; show: report it")
+    about = "Optuna studies over an objective's parameters, the seed as unit."
+    study = sub.add_parser("study", help=about, description=about)
+    actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True, metavar="ACTION",
+                                   help="run: create or continue the study; show: its results")
 
-    p = actions.add_parser("run", help="create the study or continue it until --trials trials are finished")
+    about = "Create the study or continue it until --trials trials are finished."
+    p = actions.add_parser("run", help=about, description=about)
     _storage_args(p)
     p.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
     p.add_argument("--objective", help="meta-objective whose parameters are searched (default: the config's)")
@@ -42,15 +41,15 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", help="pareto (default: max post-update return, min V̂) or one of post_return, "
                                     "violation_rate, mean_gamma, cvar_gamma (single objective, prunable)")
     p.add_argument("--prune-every", type=int, help="single metric: report every K iterations, MedianPruner")
-    p.add_argument("--config")
-    p.add_argument("--tasks")
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--config", metavar="FILE.toml", help="base config, as for train (default: the family's preset)")
+    p.add_argument("--tasks", metavar="FAMILY", help="task family, as for train (default: halfcheetah-vel)")
+    p.add_argument("--iterations", type=int, metavar="N", help="meta-iterations per run (default: the preset's)")
     p.add_argument("--seed", type=int, help="first training seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, as for train")
     p.add_argument("--init", metavar="RUN", help="fine-tuning study: every run starts from the policy of RUN")
     p.add_argument("--device", default="cpu", help="this worker's torch device")
     p.add_argument("--sample", type=int, metavar="N",
-                   help="evaluate on N tasks drawn from p(T) with task seed 0, the same for every trial (default 40)")
+                   help="evaluate on N tasks drawn from p(T) with task seed 0, the same for every trial (default: 40)")
     p.add_argument("--grid", help="evaluate on a grid START:STOP:STEP instead of tasks drawn from p(T)")
     p.add_argument("--trajectories", type=int, help="evaluation trajectories per round (default 20)")
     p.add_argument("--repeats", type=int, help="evaluation rounds (default 1; >= 29 to certify beta = 0.1)")
@@ -64,7 +63,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
     p.set_defaults(func=cmd_study_run)
 
-    p = actions.add_parser("show", help="trials table, Pareto front, importances; trials.csv and PNG figures")
+    about = "Trials table, Pareto front, importances; trials.csv and PNG figures."
+    p = actions.add_parser("show", help=about, description=about)
     _storage_args(p)
     p.add_argument("--out", help="folder for trials.csv and figures (default DIR)")
     p.set_defaults(func=cmd_study_show)
@@ -84,7 +84,8 @@ def _settings_from_args(args: argparse.Namespace):
     flags.tasks = None  # resolve_config applies it after choosing the family's preset
     base = api.resolve_config(args.config, cli._overrides(flags), tasks=tasks)
     objective = args.objective or base.objective_name
-    evaluation = Evaluation(grid=args.grid, sample=args.sample, trajectories=_or(args.trajectories, 20), repeats=_or(args.repeats, 1),
+    evaluation = Evaluation(grid=args.grid, sample=args.sample, trajectories=_or(args.trajectories, 20),
+                            repeats=_or(args.repeats, 1),
                             seed=_or(args.eval_seed, 0), beta=_or(args.eval_beta, 0.1),
                             delta=_or(args.eval_delta, 0.1))
     return make_settings(base, objective, args.search or [], args.fix or [], _or(args.seeds, 3), evaluation,

@@ -102,7 +102,7 @@ def test_any_override_is_a_config_or_a_one_line_error(settings_):
     ("iterations = true", "must be a int"),
     ("[objective]\nname = 3", "objective.name"),
     ("[objective]\nbeta = nan", "finite"),
-    ("[objective.x]\ny = 1", "must be a number, string or true/false"),
+    ("[objective.x]\ny = 1", "not a table"),
     ('preset = "nav3d"', "no preset"),
     ("preset = 3", "preset must be"),
 ])
