@@ -161,9 +161,8 @@ def _meta_data(spec, params, pre, post):
     return cfg, MetaData(pre, post, pre_adv, _adv(post), fast)
 
 
-def test_meta_loss_and_fisher_product_per_trajectory(data):
-    spec, params, pre, post = data
-    cfg, md = _meta_data(spec, params, pre, post)
+def _meta_loss_against_reference(spec, cfg, params, md):
+    """meta_loss at theta = params, its MetaBatch checked against the per-trajectory reference."""
     theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     capture = _Capture()
     loss, kl, _ = meta_loss(spec, cfg, capture, theta, md)
@@ -171,8 +170,15 @@ def test_meta_loss_and_fisher_product_per_trajectory(data):
     torch.testing.assert_close(capture.batch.surrogates, surrogates)
     torch.testing.assert_close(kl, ref_kl)
     torch.testing.assert_close(capture.batch.post_loglik, post_ll)
-    torch.testing.assert_close(capture.batch.pre_loglik, pre_ll)
-    torch.testing.assert_close(capture.batch.post_returns, (post.rewards * post.mask).sum(-1))
+    return theta, loss, capture.batch, surrogates, ref_kl, pre_ll
+
+
+def test_meta_loss_and_fisher_product_per_trajectory(data):
+    spec, params, pre, post = data
+    cfg, md = _meta_data(spec, params, pre, post)
+    theta, loss, batch, surrogates, ref_kl, pre_ll = _meta_loss_against_reference(spec, cfg, params, md)
+    torch.testing.assert_close(batch.pre_loglik, pre_ll)
+    torch.testing.assert_close(batch.post_returns, (post.rewards * post.mask).sum(-1))
     for a, b in zip(torch.autograd.grad(loss, list(theta.values()), retain_graph=True),
                     torch.autograd.grad(surrogates.mean(), list(theta.values()), retain_graph=True)):
         torch.testing.assert_close(a, b)
@@ -207,13 +213,7 @@ def test_real_nav2d_terminations_through_the_meta_loss_and_fisher_product():
                                rewards=real.rewards.double(), mask=real.mask.double(),
                                log_probs=torch.full_like(real.rewards.double(), -2.0), tasks=torch.tensor(goals))
     cfg, md = _meta_data(spec, params, _cut(pre, 10), post)
-    theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    capture = _Capture()
-    loss, kl, _ = meta_loss(spec, cfg, capture, theta, md)
-    surrogates, ref_kl, post_ll, _ = _ref_meta(spec, theta, md)
-    torch.testing.assert_close(capture.batch.surrogates, surrogates)
-    torch.testing.assert_close(kl, ref_kl)
-    torch.testing.assert_close(capture.batch.post_loglik, post_ll)
+    theta, _, _, _, ref_kl, _ = _meta_loss_against_reference(spec, cfg, params, md)
     v = torch.randn(sum(p.numel() for p in theta.values()), generator=torch.Generator().manual_seed(6),
                     dtype=torch.float64)
     torch.testing.assert_close(maml_fvp(spec, cfg, theta, md)(v), autograd_fvp(theta, ref_kl)(v),
