@@ -9,8 +9,9 @@ from scipy import optimize, stats
 from objectives.cvar import cvar_weights, value_at_risk
 from objectives.quantile import upper_quantile
 from safemaml.evaluate import DEFAULT_ROUNDS
-from safemaml.metrics import (certificate, clopper_pearson_interval, clopper_pearson_lower, cvar_upper, min_passing_p,
-                              p_hat, pass_probability, violation_rate)
+from safemaml.metrics import (bootstrap_ci, certificate, clopper_pearson_interval, clopper_pearson_lower, cvar_upper,
+                              min_passing_p, p_hat, pass_probability, per_task_rounds, round_statistics, summarize,
+                              violation_rate)
 
 
 def _cvar_lp(x: np.ndarray, alpha: float):
@@ -166,3 +167,117 @@ def test_coverage_of_the_two_level_certificate_by_simulation():
         wins = np.where(good, rounds, rng.binomial(rounds, 0.89, size=tasks))
         certified += certificate(*_rounds(list(wins), rounds), beta=0.1, delta=0.2)["certified"]
     assert certified / sims <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / sims)
+
+
+# ---- boundaries, precision and the reports built from the metrics ------------------------------------------------
+
+
+def test_a_task_exactly_at_one_minus_beta_is_not_a_violation():
+    pre, post = np.zeros((2, 2)), np.array([[1.0, -1.0], [-1.0, -1.0]])  # p-hat 0.5 and 0
+    assert violation_rate(pre, post, 0.5) == 0.5  # only the task with p-hat 0 < 0.5 violates
+
+
+def test_cvar_upper_at_level_one_is_the_mean_in_double_precision():
+    x = np.array([2.0 ** 24, 1.0, 1.0], dtype=np.float32)  # float32 sums lose both ones
+    assert cvar_upper(x, 1.0) == pytest.approx((2.0 ** 24 + 2) / 3, rel=1e-12)
+    assert cvar_upper(np.array([3.0, 1.0, 2.0, 0.0]), 0.375) == pytest.approx((3.0 + 0.5 * 2.0) / 1.5)
+
+
+def test_interval_and_lower_bound_for_a_single_success():
+    lo, hi = clopper_pearson_interval(1, 12)
+    ci = stats.binomtest(1, 12).proportion_ci(0.95, method="exact")
+    assert (float(lo), float(hi)) == pytest.approx((ci.low, ci.high), abs=1e-9) and float(lo) > 0
+    assert float(clopper_pearson_lower(1, 12, 0.05)) == pytest.approx(_cp_lower_direct(1, 12, 0.05), abs=1e-9)
+
+
+def test_power_uses_the_per_task_level_alpha1():
+    """alpha1 = 0.01 needs more wins than the default 0.05: the power and min_passing_p follow it."""
+    rounds, beta, alpha1 = 90, 0.2, 0.01
+    need = _wins_needed(rounds, beta, alpha1)
+    assert need > _wins_needed(rounds, beta)
+    assert pass_probability(0.9, rounds, beta, alpha1) == pytest.approx(stats.binom.sf(need - 1, rounds, 0.9))
+    p80 = optimize.brentq(lambda p: stats.binom.sf(need - 1, rounds, p) - 0.8, 0.01, 1 - 1e-12)
+    assert min_passing_p(rounds, beta, alpha1) == pytest.approx(p80, abs=1e-7)
+    # 29 rounds pass beta = 0.1 only with 29 wins: even p_T = 1 - 1e-12 passes with probability < 1 - 1e-14
+    assert _wins_needed(29, 0.1) == 29 and np.isnan(min_passing_p(29, 0.1, power=1 - 1e-14))
+
+
+def _rounds_with_ties(rng, tasks: int, rounds: int):
+    """Held-out pre and post [K, R] on a coarse grid, so that ties (which count as Gamma <= 0) are common."""
+    pre = rng.integers(0, 4, size=(tasks, rounds)).astype(float)
+    post = pre + rng.integers(-1, 3, size=(tasks, rounds)) * rng.integers(0, 2, size=(tasks, 1))
+    return pre, post
+
+
+def test_per_task_rounds_and_round_statistics_against_binomtest():
+    rng = np.random.default_rng(5)
+    pre, post = _rounds_with_ties(rng, 25, 40)
+    beta, delta = 0.2, 0.3
+    stats_ = round_statistics(pre, post, beta, delta)
+    tasks = per_task_rounds(pre, post, beta)
+    for k in range(25):
+        wins = sum(1 for a, b in zip(pre[k], post[k]) if b - a >= 0)  # Gamma = pre - post <= 0, ties win
+        ci = stats.binomtest(wins, 40).proportion_ci(0.95, method="exact")
+        assert tasks["wins"][k] == wins and tasks["p_hat"][k] == wins / 40
+        assert (tasks["p_lo"][k], tasks["p_hi"][k]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+        assert bool(tasks["passes"][k]) == (wins >= _wins_needed(40, beta))
+    violating = int(sum(w / 40 < 1 - beta for w in tasks["wins"]))
+    ci = stats.binomtest(violating, 25).proportion_ci(0.95, method="exact")
+    assert stats_["violation_rate"] == violating / 25
+    assert (stats_["violation_rate_lo"], stats_["violation_rate_hi"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert stats_["rounds"] == 40 and stats_["tasks_passing"] == int(tasks["passes"].sum())
+    need = _wins_needed(40, beta)
+    p80 = optimize.brentq(lambda p: stats.binom.sf(need - 1, 40, p) - 0.8, 0.01, 1 - 1e-12)
+    assert stats_["min_passing_p"] == pytest.approx(p80, abs=1e-7)
+    passing = stats_["tasks_passing"]
+    assert stats_["certified_fraction"] == pytest.approx(max(0.0, (_lower(passing, 25) - 0.05) / 0.95), abs=1e-9)
+
+
+def test_a_task_exactly_at_one_minus_beta_in_rounds_is_not_a_violation():
+    pre, post = _rounds([9, 8], 10)  # p-hat 0.9 and 0.8 at beta = 0.1
+    assert round_statistics(pre, post, 0.1, 0.5)["violation_rate"] == 0.5
+
+
+def test_summary_against_an_independent_computation():
+    rng = np.random.default_rng(11)
+    pre, post = rng.normal(size=(20, 6)), rng.normal(0.3, 1.0, size=(20, 8))
+    pre[3], post[3] = 1.0, 1.0  # a tied task
+    beta, delta = 0.15, 0.25
+    out = summarize(pre, post, beta, delta, intervals=True)
+    gamma = pre.mean(1) - post.mean(1)
+    assert out["pre_return"] == pytest.approx(pre.mean()) and out["post_return"] == pytest.approx(post.mean())
+    assert out["mean_gamma"] == pytest.approx(gamma.mean())
+    assert out["cvar_gamma"] == pytest.approx(_cvar_lp(gamma, delta)[0], abs=1e-6)
+    assert out["frac_negative"] == np.mean(gamma > 0)
+    mw = np.array([stats.mannwhitneyu(post[k], pre[k]).statistic / 48 for k in range(20)])
+    assert out["violation_rate"] == pytest.approx(np.mean(mw < 1 - beta))
+    one_round = sum(post[:, 0] >= pre[:, 0])  # training: a single round, which certifies nothing
+    assert out["tasks_passing"] == 0 and out["certified"] is False and one_round > 0
+    assert (out["mean_gamma_lo"], out["mean_gamma_hi"]) == bootstrap_ci(gamma, np.mean)
+    assert out["cvar_gamma_lo"] < out["cvar_gamma"] + 1e-9 and out["cvar_gamma_hi"] > out["mean_gamma_hi"]
+    assert "mean_gamma_lo" not in summarize(pre, post, beta, delta)
+
+
+def test_summary_takes_the_certificate_and_v_hat_from_the_rounds():
+    rng = np.random.default_rng(12)
+    pre, post = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    rounds = _rounds([90] * 29 + [10], 90)
+    out = summarize(pre, post, 0.1, 0.2, rounds=rounds)
+    expected = round_statistics(*_rounds([90] * 29 + [10], 90), 0.1, 0.2)
+    assert {k: out[k] for k in expected} == expected
+    assert out["tasks_passing"] == 29 and out["violation_rate"] == pytest.approx(1 / 30)
+
+
+def test_bootstrap_interval_is_scipys_percentile_interval_in_double_precision():
+    x = np.random.default_rng(3).normal(size=30)
+    ref = stats.bootstrap((x,), np.mean, n_resamples=2000, confidence_level=0.95, method="percentile",
+                          random_state=np.random.default_rng(0), vectorized=False).confidence_interval
+    assert bootstrap_ci(x, np.mean) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    assert bootstrap_ci(x.astype(np.float32), np.mean) == bootstrap_ci(x.astype(np.float32).astype(float), np.mean)
+    narrow = bootstrap_ci(x, np.mean, level=0.5, seed=4)
+    assert ref.low < narrow[0] < narrow[1] < ref.high
+    lo, hi = bootstrap_ci(x[:2], np.mean)  # two values are enough; one is not
+    assert x[:2].min() <= lo <= hi <= x[:2].max()
+    assert all(np.isnan(bootstrap_ci(x[:1], np.mean)))
+    # a statistic that only works on one resample at a time (not vectorized) still works
+    assert bootstrap_ci(x, lambda v: float(sorted(v)[len(v) // 2]))[0] < np.median(x)

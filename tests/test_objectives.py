@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from objectives import available, make_objective
-from objectives.base import register
+from objectives.base import Objective, register
 from safemaml.errors import SafeMamlError
 from safemaml.metabatch import MetaBatch
 
@@ -141,3 +141,25 @@ def test_pre_update_gradient_only_when_asked(name):
         (grad,) = torch.autograd.grad(loss, pre_only, allow_unused=True)
         grads[flag] = 0.0 if grad is None else grad[1].item()
     assert grads[False] == 0.0 and grads[True] != 0.0
+
+
+def test_register_adds_a_new_objective_and_refuses_a_nameless_one():
+    import objectives.base as base
+
+    @dataclasses.dataclass
+    class Tail(available()["maml"]):
+        name = "test-tail"
+
+    try:
+        assert register(Tail) is Tail and register(Tail) is Tail  # registering the same class twice is harmless
+        assert available()["test-tail"] is Tail and isinstance(make_objective("test-tail"), Tail)
+    finally:
+        base._REGISTRY.pop("test-tail", None)
+
+    @dataclasses.dataclass
+    class Nameless(Objective):
+        pass
+
+    with pytest.raises(SafeMamlError, match="objective .*Nameless has no name"):
+        register(Nameless)
+    assert all(cls is not Nameless for cls in available().values())

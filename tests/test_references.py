@@ -13,7 +13,7 @@ from objectives.penalty import loo_center, return_scale
 from safemaml.adapt import AdaptConfig, adapt_loop, adapt_vmap
 from safemaml.metaopt import MetaOptConfig, MetaOptimizer
 from safemaml.metrics import bootstrap_ci
-from safemaml.policy import PolicySpec, kl_divergence, log_prob, mean_action
+from safemaml.policy import PolicySpec, action_std, kl_divergence, log_prob, mean_action
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import get_family
@@ -226,3 +226,8 @@ def test_inner_loss_of_a_single_step():
     from safemaml.adapt import inner_loss
     expected = -_distribution(spec, params, obs[:, :1]).log_prob(actions[:, :1])[0, 0] * 0.7
     torch.testing.assert_close(inner_loss(spec, params, obs, actions, adv, mask), expected)
+
+
+def test_action_std_is_the_mean_of_exp_log_std():
+    log_std = torch.tensor([[math.log(0.5), math.log(2.0)], [math.log(1.0), math.log(4.0)]])
+    assert action_std({"log_std": log_std}) == pytest.approx((0.5 + 2.0 + 1.0 + 4.0) / 4)

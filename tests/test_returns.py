@@ -47,3 +47,12 @@ def test_advantages_are_normalised_per_task():
     torch.testing.assert_close(adv.mean((1, 2)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(adv.std((1, 2), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
     assert normalize_per_task(torch.ones(1, 1, 3), torch.ones(1, 1, 3)).abs().max() == 0
+
+
+def test_normalisation_counts_only_the_steps_taken():
+    """A task with one step taken normalises it to 0; a task with none stays 0; masked steps stay 0."""
+    x = torch.tensor([[[5.0, 7.0, 9.0]], [[4.0, 8.0, 2.0]], [[1.0, 2.0, 3.0]]])
+    mask = torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]], [[1.0, 1.0, 0.0]]])
+    out = normalize_per_task(x, mask)
+    torch.testing.assert_close(out[:2], torch.zeros(2, 1, 3))
+    torch.testing.assert_close(out[2], torch.tensor([[-1.0, 1.0, 0.0]]), atol=1e-6, rtol=0)  # mean 1.5, std 0.5

@@ -25,3 +25,30 @@ def test_search_space_is_valid_at_its_bounds(name):
         else:
             for choice in dist.choices:
                 make_objective(name, **{param: choice})
+
+
+def _documented_spaces() -> dict[str, dict[str, optuna.distributions.BaseDistribution]]:
+    """The search-space table of docs/studies.md, read as Optuna distributions per objective."""
+    from pathlib import Path
+
+    spaces: dict[str, dict] = {}
+    text = (Path(__file__).parents[1] / "docs" / "studies.md").read_text()
+    for line in text.split("| --- | --- | --- | --- |")[1].split("\n\n")[0].strip().splitlines():
+        who, params, values, sampled = (cell.strip() for cell in line.strip("|").split("|"))
+        if sampled == "categorical":
+            dist = optuna.distributions.CategoricalDistribution([v.strip() for v in values.split(",")])
+        else:
+            low, high = (float(v) for v in values.split("–"))
+            dist = optuna.distributions.FloatDistribution(low, high, log=sampled == "log-uniform")
+        for name in (available() if who == "every one" else [who]):
+            for param in params.replace("`", "").split(","):
+                spaces.setdefault(name, {})[param.strip()] = dist
+    return spaces
+
+
+def test_search_spaces_are_the_documented_ones():
+    documented = _documented_spaces()
+    for name, cls in available().items():
+        trial = optuna.create_study().ask()
+        cls.search_space(trial)
+        assert trial.distributions == documented[name], name
