@@ -163,3 +163,15 @@ def test_register_adds_a_new_objective_and_refuses_a_nameless_one():
     with pytest.raises(SafeMamlError, match="objective .*Nameless has no name"):
         register(Nameless)
     assert all(cls is not Nameless for cls in available().values())
+
+
+def test_state_fields_start_at_zero_and_are_not_parameters():
+    """The PID's integral and previous violation are internal state: a fresh objective starts them at 0, the CLI
+    and studies cannot set them, and they travel in state_dict."""
+    lagrangian = make_objective("lagrangian")
+    assert lagrangian.integral == 0.0 and lagrangian.previous == 0.0
+    assert not {"integral", "previous"} & set(available()["lagrangian"].parameters())
+    assert "multiplier" in available()["lagrangian"].parameters()  # the initial multiplier is a user parameter
+    with pytest.raises(SafeMamlError, match="no parameter"):
+        make_objective("lagrangian", integral=1.0)
+    assert {"integral", "previous"} <= set(lagrangian.state_dict())

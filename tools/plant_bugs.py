@@ -1,6 +1,7 @@
 """Plant each bug of issue #12 in turn, run the tests meant to catch it, restore the file, and report.
 
-    python tools/plant_bugs.py            # every bug: KILLED (with the first failing test) or SURVIVED
+    python tools/plant_bugs.py                # every bug: KILLED (with the first failing test) or SURVIVED
+    python tools/plant_bugs.py --import-time  # mutmut's mutants of code that runs at import (docs/testing.md)
 
 Run from the repository root with the project importable. The source file is always restored, also
 on Ctrl-C. The table in docs/testing.md is this script's output.
@@ -67,6 +68,22 @@ BUGS = [
      "var = ((x - mean).pow(2) * mask)", "var = (x - mean).pow(2)", ["tests/test_masked.py"]),
 ]
 
+# mutmut switches mutants at call time, after the modules are imported, so it cannot measure code that runs
+# only at import (here `state()`, the dataclass-field factory of objective state): its 8 mutants, by hand.
+_STATE_FIELD = 'dataclasses.field(default=default, metadata={"state": True})'
+_STATE_TEST = ["tests/test_objectives.py::test_state_fields_start_at_zero_and_are_not_parameters"]
+IMPORT_TIME = [(f"state() mutant {i}", "objectives/base.py", text, replacement, _STATE_TEST)
+               for i, (text, replacement) in enumerate([
+                   ("def state(default: float = 0.0)", "def state(default: float = 1.0)"),
+                   (_STATE_FIELD, _STATE_FIELD.replace("default=default", "default=None")),
+                   (_STATE_FIELD, _STATE_FIELD.replace('{"state": True}', "None")),
+                   (_STATE_FIELD, _STATE_FIELD.replace("default=default, ", "")),
+                   (_STATE_FIELD, _STATE_FIELD.replace(', metadata={"state": True}', "")),
+                   (_STATE_FIELD, _STATE_FIELD.replace('"state"', '"XXstateXX"')),
+                   (_STATE_FIELD, _STATE_FIELD.replace('"state"', '"STATE"')),
+                   (_STATE_FIELD, _STATE_FIELD.replace("True", "False")),
+               ], start=1)]
+
 
 def plant(path: str, text: str, replacement: str, tests: list[str]) -> tuple[bool, str]:
     source = Path(path).read_text()
@@ -85,7 +102,7 @@ def plant(path: str, text: str, replacement: str, tests: list[str]) -> tuple[boo
 
 def main() -> int:
     survivors = 0
-    for what, path, text, replacement, tests in BUGS:
+    for what, path, text, replacement, tests in (IMPORT_TIME if "--import-time" in sys.argv else BUGS):
         killed, by = plant(path, text, replacement, tests)
         survivors += not killed
         print(f"{'KILLED  ' if killed else 'SURVIVED'} {what}: {by}", flush=True)
