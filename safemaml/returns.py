@@ -34,23 +34,19 @@ def baseline_features(obs: Tensor, mask: Tensor) -> Tensor:
 def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
     """Per-task ridge regression of returns on the features; the values V(s_t), [K, n, H].
 
-    The ridge term is scaled to the features and raised tenfold until the solve succeeds, so
-    a degenerate batch (constant observations, one step) gives a finite baseline, never an error.
+    The ridge term is `reg` times the mean of the task's feature second moments, so it keeps the
+    system non-singular at any scale (constant observations, a single step); a task whose data are
+    not finite gets a zero baseline instead of an error.
     """
     X = baseline_features(obs, mask).flatten(1, 2)  # [K, n*H, F]
     y = (returns * mask).flatten(1, 2)
     xtx, xty = X.transpose(1, 2) @ X, (X.transpose(1, 2) @ y[..., None])
     eye = torch.eye(X.shape[-1], device=X.device, dtype=X.dtype)
     scale = xtx.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None].clamp_min(1e-8)
-    coef = torch.zeros_like(xty)
-    for _ in range(8):
-        coef, info = torch.linalg.solve_ex(xtx + reg * scale * eye, xty)
-        if bool((info == 0).all()) and bool(torch.isfinite(coef).all()):
-            break
-        reg *= 10.0
-    else:
-        coef = torch.zeros_like(xty)
-    return (X @ coef)[..., 0].view_as(returns) * mask
+    coef, info = torch.linalg.solve_ex(xtx + reg * scale * eye, xty)
+    values = (X @ coef)[..., 0]  # [K, n*H]
+    ok = (info == 0)[:, None] & torch.isfinite(values).all(1, keepdim=True)
+    return torch.where(ok, values, torch.zeros_like(values)).view_as(returns) * mask
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:

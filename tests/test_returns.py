@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from safemaml.returns import advantages, discounted_returns, fit_linear_baseline, gae, normalize_per_task
@@ -56,3 +57,73 @@ def test_normalisation_counts_only_the_steps_taken():
     out = normalize_per_task(x, mask)
     torch.testing.assert_close(out[:2], torch.zeros(2, 1, 3))
     torch.testing.assert_close(out[2], torch.tensor([[-1.0, 1.0, 0.0]]), atol=1e-6, rtol=0)  # mean 1.5, std 0.5
+
+
+def _baseline_reference(obs, returns, mask, reg=1e-5):
+    """The paper's linear feature baseline (rllab's LinearFeatureBaseline: features o, o^2, t, t^2, t^3, 1 with
+    o clipped to [-10, 10] and t = step / 100), fitted by ridge regression per task over the steps taken, the
+    ridge reg times the mean diagonal of X'X; in numpy, feature by feature."""
+    K, n, H, _ = obs.shape
+    values = np.zeros((K, n, H))
+    for k in range(K):
+        rows, targets, where = [], [], []
+        for i in range(n):
+            for t in range(H):
+                if mask[k, i, t]:
+                    o = np.clip(obs[k, i, t], -10, 10)
+                    s = t / 100
+                    rows.append(np.concatenate([o, o ** 2, [s, s ** 2, s ** 3, 1.0]]))
+                    targets.append(returns[k, i, t])
+                    where.append((i, t))
+        X, y = np.array(rows), np.array(targets)
+        xtx = X.T @ X
+        coef = np.linalg.solve(xtx + reg * np.diag(xtx).mean() * np.eye(X.shape[1]), X.T @ y)
+        for (i, t), v in zip(where, X @ coef):
+            values[k, i, t] = v
+    return values
+
+
+def test_baseline_against_the_papers_feature_regression():
+    rng = np.random.default_rng(4)
+    K, n, H = 3, 4, 6
+    obs = rng.normal(size=(K, n, H, 2)) * np.array([1.0, 8.0])  # the second coordinate often past +-10
+    obs[0, 0, :, 1] = 10.5  # between the clip and 11
+    obs[0, 1, :, 1] = -10.5
+    obs[2] *= 1e-3  # a task with tiny features: its ridge scale is far below 1
+    returns = rng.normal(size=(K, n, H)) * np.array([1.0, 100.0, 0.01])[:, None, None]
+    mask = np.ones((K, n, H))
+    mask[1, 2, 3:] = 0  # an early end
+    mask[2, 1:] = 0  # one trajectory of task 2
+    values = fit_linear_baseline(*(torch.tensor(a) for a in (obs, returns * mask, mask)))
+    np.testing.assert_allclose(values.numpy(), _baseline_reference(obs, returns, mask), rtol=1e-8, atol=1e-10)
+
+
+def test_a_task_with_non_finite_data_gets_a_zero_baseline_and_the_others_their_fit():
+    rng = np.random.default_rng(5)
+    obs, returns, mask = rng.normal(size=(2, 3, 5, 2)), rng.normal(size=(2, 3, 5)), np.ones((2, 3, 5))
+    obs[0, 1, 2, 0] = np.nan
+    values = fit_linear_baseline(*(torch.tensor(a) for a in (obs, returns, mask)))
+    assert torch.equal(values[0], torch.zeros(3, 5, dtype=torch.float64))
+    np.testing.assert_allclose(values[1].numpy(), _baseline_reference(obs[1:], returns[1:], mask[1:])[0], rtol=1e-8)
+
+
+def test_single_step_trajectories():
+    r, v, mask = torch.tensor([[[2.0], [3.0]]]), torch.tensor([[[0.5], [1.0]]]), torch.ones(1, 2, 1)
+    torch.testing.assert_close(discounted_returns(r, mask, 0.9), r)
+    torch.testing.assert_close(gae(r, v, mask, 0.9, 0.95), r - v)
+
+
+def test_advantages_without_normalisation_are_the_gae_of_the_fitted_baseline():
+    g = torch.Generator().manual_seed(6)
+    obs, r = torch.randn(2, 3, 5, 2, generator=g, dtype=torch.float64), torch.randn(2, 3, 5, generator=g,
+                                                                                    dtype=torch.float64)
+    mask = torch.ones(2, 3, 5, dtype=torch.float64)
+    values = fit_linear_baseline(obs, discounted_returns(r, mask, 0.99), mask)
+    torch.testing.assert_close(advantages(obs, r, mask, 0.99, 0.9, normalize=False), gae(r, values, mask, 0.99, 0.9))
+
+
+def test_normalisation_adds_eps_to_the_std():
+    """(x - mean) / (std + 1e-8): visible on a task whose spread is 1e-7."""
+    x = torch.tensor([[[1.0, 1.0 + 2e-7]]], dtype=torch.float64)
+    out = normalize_per_task(x, torch.ones(1, 1, 2, dtype=torch.float64))
+    torch.testing.assert_close(out, torch.tensor([[[-1e-7, 1e-7]]], dtype=torch.float64) / (1e-7 + 1e-8))
