@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from safemaml.metaopt import MetaOptConfig, conjugate_gradient, trpo_step
+from safemaml.errors import SafeMamlError
+from safemaml.metaopt import MetaOptConfig, MetaOptimizer, conjugate_gradient, trpo_step
 
 A = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
 G = np.array([0.03, -0.02, 0.01])
@@ -127,3 +128,38 @@ def test_conjugate_gradient_stops_once_converged():
     b = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     x = conjugate_gradient(lambda v: v, b, iters=5)
     assert torch.equal(x, b)
+
+
+def test_the_optimizer_object_takes_exactly_trpo_steps_and_counts_them():
+    cfg = MetaOptConfig(max_kl=0.01, cg_damping=0.5)
+    opt = MetaOptimizer(cfg)
+    seen = []
+
+    def make_fvp(theta):
+        seen.append(theta)
+        return lambda v: torch.tensor(A) @ v
+
+    new, info = opt.step(_params(), _quadratic(), make_fvp)
+    ref, ref_info = trpo_step(_params(), _quadratic(), cfg, make_fvp)
+    assert torch.equal(new["w"], ref["w"]) and info == ref_info and len(seen) == 2 and opt.steps == 1
+    np.testing.assert_allclose(new["w"].numpy(), THETA0 - _expected_step(0.01, 0.5), rtol=1e-9)
+
+
+def test_adams_first_step_is_lr_times_the_gradients_sign_and_its_info():
+    """With bias correction, Adam's first step is lr * g / (|g| + eps) per coordinate."""
+    opt = MetaOptimizer(MetaOptConfig(name="adam", lr=0.05))
+    new, info = opt.step(_params(), _quadratic())
+    np.testing.assert_allclose(new["w"].numpy(), THETA0 - 0.05 * G / (np.abs(G) + 1e-8), rtol=1e-9)
+    assert info["loss_before"] == 0.0 and info["grad_norm"] == pytest.approx(np.linalg.norm(G))
+    assert info["ls_steps"] == 0.0 and info["accepted"] == 1.0
+    assert np.isnan(info["kl"]) and np.isnan(info["loss_after"]) and len(info) == 6
+
+
+@pytest.mark.parametrize("curvature", ["exact", "gauss-newton", "adapted-fisher"])
+def test_each_curvature_is_accepted(curvature):
+    assert MetaOptConfig(curvature=curvature).curvature == curvature
+
+
+def test_an_unknown_curvature_names_the_known_ones():
+    with pytest.raises(SafeMamlError, match=r"unknown meta.curvature 'fast'; known: exact, gauss-newton, adapted-fisher"):
+        MetaOptConfig(curvature="fast")
