@@ -32,7 +32,7 @@ def cvar_weights(x: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
     ranks = torch.empty_like(order)
     ranks.scatter_(-1, order, torch.arange(N, device=x.device).expand_as(order))
     whole = math.floor(k)
-    w = torch.where(ranks < whole, 1.0, torch.where(ranks == whole, k - whole, 0.0)).to(x.dtype) / k
+    w = ((ranks < whole).to(x.dtype) + (ranks == whole).to(x.dtype) * (k - whole)) / k  # in x's precision
     return (w * x).sum(-1), w
 
 
