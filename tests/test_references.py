@@ -24,6 +24,7 @@ def _two_policies(per_task: bool):
     old, new = spec.init(0), spec.init(1)
     g = torch.Generator().manual_seed(2)
     old = {k: v.double() for k, v in old.items()}
+    old["log_std"] = old["log_std"] + torch.tensor([0.4, -0.3], dtype=torch.float64)  # both stds away from 1
     new = {k: v.double() + 0.3 * torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in new.items()}
     if per_task:  # a leading task dimension K = 4, each task its own parameters
         new = {k: v.expand(4, *v.shape) + 0.2 * torch.randn(4, *v.shape, generator=g, dtype=torch.float64)
@@ -231,3 +232,16 @@ def test_inner_loss_of_a_single_step():
 def test_action_std_is_the_mean_of_exp_log_std():
     log_std = torch.tensor([[math.log(0.5), math.log(2.0)], [math.log(1.0), math.log(4.0)]])
     assert action_std({"log_std": log_std}) == pytest.approx((0.5 + 2.0 + 1.0 + 4.0) / 4)
+
+
+def test_init_is_glorot_uniform_zero_bias_and_deterministic_in_the_seed():
+    spec = PolicySpec(30, 6, hidden=(100, 50), init_std=0.5)
+    params = spec.init(7)
+    for i, (fan_in, fan_out) in enumerate([(30, 100), (100, 50), (50, 6)]):
+        w, bound = params[f"w{i}"], math.sqrt(6 / (fan_in + fan_out))
+        assert w.shape == (fan_out, fan_in) and w.abs().max() <= bound
+        assert w.abs().max() > 0.95 * bound and abs(w.std().item() - bound / math.sqrt(3)) < 0.05 * bound
+        assert torch.equal(params[f"b{i}"], torch.zeros(fan_out))
+    torch.testing.assert_close(params["log_std"], torch.full((6,), math.log(0.5)))
+    assert all(torch.equal(params[k], spec.init(7)[k]) for k in params)
+    assert not torch.equal(params["w0"], spec.init(8)["w0"])
