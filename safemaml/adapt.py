@@ -29,6 +29,8 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.vectorize not in ("auto", "vmap", "loop"):
             raise SafeMamlError(f"adapt.vectorize must be auto, vmap or loop, got {self.vectorize!r}")
+        if not self.fast_lr > 0:
+            raise SafeMamlError(f"adapt.fast_lr must be > 0, got {self.fast_lr}")
 
 
 def inner_loss(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor, adv: Tensor,

@@ -182,12 +182,19 @@ def _corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
     return points
 
 
-def resolve_space(objective: str, search: list[str], fix: list[str]) -> tuple[dict[str, BaseDistribution],
-                                                                               dict[str, Any]]:
+def is_config_key(name: str) -> bool:
+    """A searched name with a dot is a training setting (e.g. adapt.fast_lr), not an objective parameter."""
+    return "." in name
+
+
+def resolve_space(objective: str, search: list[str], fix: list[str],
+                  base: TrainConfig | None = None) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
     """The objective's declared space, narrowed or widened by --search and fixed by --fix.
 
-    Every point at a corner of the space is checked by constructing the objective, so a range
-    the objective refuses (e.g. beta up to 1) is an error now, before any training.
+    A dotted name (adapt.fast_lr, policy.init_std) searches a training setting of `base` instead of
+    an objective parameter: MAML's own knobs can be tuned like an objective's. Every point at a
+    corner of the space is checked by constructing the objective and the config, so a range they
+    refuse (e.g. beta up to 1) is an error now, before any training.
     """
     from objectives import available, make_objective
 
@@ -205,13 +212,21 @@ def resolve_space(objective: str, search: list[str], fix: list[str]) -> tuple[di
         raise SafeMamlError(f"{', '.join(sorted(both))}: given to both --search and --fix")
     space.update(searched)
     for name in [*space, *fixed]:
-        if name not in known:
+        if is_config_key(name):
+            if name.startswith("objective."):
+                raise SafeMamlError(f"--search/--fix {name}: give objective parameters without 'objective.'")
+            if base is None:
+                raise SafeMamlError(f"{name}: training settings can only be searched with a base config")
+        elif name not in known:
             raise SafeMamlError(f"objective {objective!r} has no parameter {name!r}; "
                                 f"it has: {', '.join(sorted(known))}")
     for name in fixed:
         space.pop(name, None)
     for point in _corners(space):
-        make_objective(objective, **point, **fixed)
+        point = {**point, **fixed}
+        make_objective(objective, **{k: v for k, v in point.items() if not is_config_key(k)})
+        if base is not None:
+            config_io.override(base, {k: v for k, v in point.items() if is_config_key(k)})
     return space, fixed
 
 
@@ -237,9 +252,12 @@ def make_settings(base: TrainConfig, objective: str, search: list[str], fix: lis
         from safemaml.evaluate import parse_grid
 
         parse_grid(evaluation.grid, family)
-    space, fixed = resolve_space(objective, search, fix)
+    space, fixed = resolve_space(objective, search, fix, base)
     kept = base.objective_params if base.objective_name == objective else {}  # the config's values act as fixed
-    cfg = dataclasses.replace(base, objective={"name": objective, **kept, **fixed})
+    settings_fixed = {k: v for k, v in fixed.items() if is_config_key(k)}
+    fixed = {k: v for k, v in fixed.items() if not is_config_key(k)}
+    cfg = dataclasses.replace(config_io.override(base, settings_fixed),
+                              objective={"name": objective, **kept, **fixed})
     cfg = config_io.from_dict(config_io.to_dict(cfg))  # JSON-able round trip
     return StudySettings(config=json.loads(json.dumps(config_io.to_dict(cfg))),
                          space={k: distribution_to_json(d) for k, d in space.items()},
@@ -406,7 +424,8 @@ def evaluate_seed(run: Path, evaluation: Evaluation, device: str) -> dict[str, f
 def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: str, quiet: bool) -> list[float]:
     """Train every seed with the trial's parameters, evaluate each, set values, attributes and constraint."""
     params = suggest(trial, settings.distributions)
-    base = config_io.override(settings.base, {"device": device, **{f"objective.{k}": v for k, v in params.items()}})
+    base = config_io.override(settings.base, {"device": device, **{
+        k if is_config_key(k) else f"objective.{k}": v for k, v in params.items()}})
     runs = {seed: run_directory(directory, trial, seed) for seed in settings.seeds}
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("config", config_io.dumps(base))

@@ -93,6 +93,9 @@ def test_study_reaches_n_trials_continues_and_shows(tmp_path, capsys):
     (["--storage", "postgresql://nobody@127.0.0.1:9/nothing"], "cannot be used"),
     (["--storage", "nosuchdb://x"], "cannot be used"),
     (["--eval-beta", "0"], "--eval-beta"),
+    (["--search", "adapt.fast_lr=-1:1"], "adapt.fast_lr must be > 0"),
+    (["--search", "adapt.nope=0:1"], "nope"),
+    (["--search", "objective.eta=0.1:1"], "without 'objective.'"),
 ])
 def test_bad_study_input_is_one_line_exit_2_before_training(tmp_path, capsys, args, message):
     d = tmp_path / "s"
@@ -196,3 +199,18 @@ def test_journal_file_storage_and_single_metric_with_pruning(tmp_path, capsys):
         assert t.value == pytest.approx(summary(d, t.user_attrs["run_dir seed 0"])["mean_gamma"])
     assert main(["study", "show", str(d), "--storage", str(journal)]) == 0
     assert "best trial:" in capsys.readouterr().out
+
+
+def test_a_training_setting_is_searched_like_a_parameter(tmp_path):
+    """MAML with a tuned inner step size: --search adapt.fast_lr reaches each seed's training config."""
+    d = tmp_path / "s"
+    args = [a for a in TINY if a not in ("--objective", "cvar")]
+    assert main(["study", "run", str(d), *args, "--objective", "maml", "--seeds", "2", "--trials", "2",
+                 "--search", "adapt.fast_lr=0.02:0.5:log", "--fix", "policy.init_std=0.5"]) == 0
+    for t in load(d).trials:
+        alpha = t.params["adapt.fast_lr"]
+        assert 0.02 <= alpha <= 0.5 and set(t.params) == {"adapt.fast_lr", "beta", "delta"}
+        for seed in (0, 1):
+            run = d / t.user_attrs[f"run_dir seed {seed}"]
+            text = (run / "config.toml").read_text()
+            assert f"fast_lr = {alpha!r}" in text and "init_std = 0.5" in text
