@@ -17,6 +17,7 @@ from torch import Tensor
 
 from objectives.base import register
 from objectives.penalty import PenaltyObjective, pairs, return_scale, score_surrogate
+from safemaml.errors import SafeMamlError
 from safemaml.metabatch import MetaBatch
 
 
@@ -43,6 +44,14 @@ def value_at_risk(x: Tensor, alpha: float) -> Tensor:
     return torch.sort(x, dim=-1, descending=True).values[..., idx]
 
 
+def neutral_like(weights: Tensor, gamma: Tensor) -> Tensor:
+    """Pair weights of the risk-neutral penalty mean_T mean_ij gamma_ij (every task and pair alike), scaled to
+    the same total magnitude sum |w| as `weights`: the ablation that keeps how hard the penalty pushes and
+    changes only where it aims (at the mean of Gamma instead of its tail)."""
+    total = gamma.abs().sum()
+    return gamma * (weights.abs().sum() / total) if total > 0 else torch.zeros_like(gamma)
+
+
 @register
 @dataclasses.dataclass
 class CVaR(PenaltyObjective):
@@ -50,10 +59,13 @@ class CVaR(PenaltyObjective):
     description = "MAML + eta (CVaR_delta over tasks of CVaR_beta(Gamma_T) + margin)^+ / s"
     eta: float = 1.0
     margin: float = 0.0
+    aim: str = "tail"  # "neutral": the control of docs/results.md, same penalty magnitude aimed at mean Gamma
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_nonnegative("eta", "margin")
+        if self.aim not in ("tail", "neutral"):
+            raise SafeMamlError(f"cvar: aim must be tail or neutral, got {self.aim!r}")
 
     def __call__(self, batch: MetaBatch) -> tuple[Tensor, dict[str, float]]:
         gamma = pairs(batch)
@@ -66,6 +78,8 @@ class CVaR(PenaltyObjective):
         nu = value_at_risk(flat, self.beta)
         pair_w = (gamma - nu[:, None, None]).clamp_min(0) / (self.beta * n * m)
         weights = active * self.eta / s * task_w[:, None, None] * pair_w
+        if self.aim == "neutral":
+            weights = neutral_like(weights, gamma)
         penalty = score_surrogate(batch, *self.split(weights))
         loss = batch.surrogates.mean() + penalty
         return loss, {"surrogate": float(batch.surrogates.mean().detach()), "cvar_C": float(c / s),

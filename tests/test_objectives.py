@@ -61,7 +61,8 @@ def test_objective_contract(name, tmp_path):
 
 
 @pytest.mark.parametrize("params,message", [({"beta": 0.0}, "beta"), ({"delta": 1.0}, "delta"),
-                                            ({"eta": -1.0}, "eta"), ({"nope": 1}, "no parameter")])
+                                            ({"eta": -1.0}, "eta"), ({"nope": 1}, "no parameter"),
+                                            ({"aim": "sideways"}, "aim must be tail or neutral")])
 def test_bad_parameters_are_errors(params, message):
     with pytest.raises(SafeMamlError, match=message):
         make_objective("cvar", **params)

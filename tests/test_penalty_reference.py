@@ -41,20 +41,23 @@ def _loo(w):
     return np.array([w[j] - np.delete(w, j).mean() for j in range(m)])
 
 
-def _cvar_reference(pre, post, beta, delta, eta, margin):
+def _cvar_reference(pre, post, beta, delta, eta, margin, aim="tail"):
     K, n, m = len(pre), pre.shape[1], post.shape[1]
     gamma = pre[:, :, None] - post[:, None, :]
     s = _scale(gamma)
     y = np.array([_cvar(gamma[k].reshape(-1), beta)[0] for k in range(K)])
     c, omega = _cvar(y, delta)
     active = float(c + margin * s > 0)
-    post_w = np.zeros((K, m))
+    pair_w = np.zeros((K, n, m))
     for k in range(K):
         values = np.sort(gamma[k].reshape(-1))[::-1]
         nu = values[max(math.ceil(beta * n * m) - 1, 0)]
         for i in range(n):
             for j in range(m):
-                post_w[k, j] += active * eta / s * omega[k] * max(gamma[k, i, j] - nu, 0.0) / (beta * n * m)
+                pair_w[k, i, j] = active * eta / s * omega[k] * max(gamma[k, i, j] - nu, 0.0) / (beta * n * m)
+    if aim == "neutral":  # the gradient of mean Gamma, scaled to the tail weights' total magnitude
+        pair_w = gamma * np.abs(pair_w).sum() / np.abs(gamma).sum()
+    post_w = pair_w.sum(1)
     metrics = {"cvar_C": c / s, "penalty_active": active, "scale": s}
     return np.array([_loo(w) for w in post_w]), None, metrics
 
@@ -139,6 +142,15 @@ def test_cvar_weights_and_metrics(beta, delta, eta, margin, spread, n):
     pre, post = _returns(1, n=n, spread=spread, gain=0.0)
     objective = make_objective("cvar", beta=beta, delta=delta, eta=eta, margin=margin)
     _compare(_weights(objective, pre, post), _cvar_reference(pre, post, beta, delta, eta, margin))
+
+
+def test_cvar_neutral_aim_pushes_as_hard_at_the_mean():
+    pre, post = _returns(5, spread=2.0, gain=-0.3)
+    tail = _weights(make_objective("cvar", beta=0.2, delta=0.3, eta=2.0), pre, post)
+    neutral = _weights(make_objective("cvar", beta=0.2, delta=0.3, eta=2.0, aim="neutral"), pre, post)
+    _compare(neutral, _cvar_reference(pre, post, 0.2, 0.3, 2.0, 0.0, aim="neutral"))
+    assert neutral[2] == tail[2]  # same C, activity and scale
+    assert np.count_nonzero(neutral[0]) > np.count_nonzero(tail[0])  # every task is weighted, not the worst
 
 
 def test_cvar_margin_switches_the_penalty_on():
