@@ -30,6 +30,7 @@ class PolicyConfig:
     activation: str = "relu"
     init_std: float = 1.0
     min_std: float = 1e-6  # floor on the policy's standard deviation (the paper's code)
+    learn_std: bool = True  # false: hold the std at its initial value (the matched-std control of docs/results.md)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class PolicySpec:
     activation: str = "relu"
     init_std: float = 1.0
     min_std: float = 1e-6  # floor on the standard deviation (the paper's code: min_log_std = log(1e-6))
+    learn_std: bool = True  # False: the std stays at its initial value (inner and outer steps leave it alone)
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -40,8 +41,12 @@ class PolicySpec:
             raise SafeMamlError(f"min_std must be in (0, init_std], got {self.min_std}")
 
     def log_std(self, params: Params) -> Tensor:
-        """The effective log standard deviation: params["log_std"] floored at log(min_std)."""
-        return params["log_std"].clamp_min(math.log(self.min_std))
+        """The effective log standard deviation: params["log_std"] floored at log(min_std); a constant
+        (no gradient, so no step moves it) when the std is not learned."""
+        log_std = params["log_std"]
+        if not self.learn_std:  # the same value with an exactly zero gradient, still in the graph for autograd
+            log_std = log_std * 0.0 + log_std.detach()
+        return log_std.clamp_min(math.log(self.min_std))
 
     @property
     def num_layers(self) -> int:

@@ -93,7 +93,7 @@ def torch_device(name: str) -> torch.device:
 def policy_spec(cfg: TrainConfig, family) -> PolicySpec:
     """The policy shape of a run of `cfg` on `family`."""
     return PolicySpec(family.obs_dim, family.act_dim, cfg.policy.hidden, cfg.policy.activation,
-                      cfg.policy.init_std, cfg.policy.min_std)
+                      cfg.policy.init_std, cfg.policy.min_std, cfg.policy.learn_std)
 
 
 def initial_params(cfg: TrainConfig, spec: PolicySpec, device: torch.device) -> Params:

@@ -245,3 +245,24 @@ def test_init_is_glorot_uniform_zero_bias_and_deterministic_in_the_seed():
     torch.testing.assert_close(params["log_std"], torch.full((6,), math.log(0.5)))
     assert all(torch.equal(params[k], spec.init(7)[k]) for k in params)
     assert not torch.equal(params["w0"], spec.init(8)["w0"])
+
+
+@pytest.mark.parametrize("meta", ["trpo", "adam"])
+def test_a_std_that_is_not_learned_stays_put_through_adaptation_and_meta_steps(tmp_path, meta):
+    """policy.learn_std = false (the matched-std control): the log std is exactly its initial value after
+    adaptation and after every meta-step, while the mean's parameters move."""
+    from helpers import tiny_config
+    from safemaml.trainer import load_checkpoint, train
+
+    cfg = tiny_config(iterations=2, checkpoint_every=1, **{"policy.learn_std": False, "policy.init_std": 0.6, "meta.name": meta,
+                                       "meta.lr": 0.01})
+    train(cfg, tmp_path / "run", quiet=True)
+    first, last = (load_checkpoint(tmp_path / "run" / name)["params"] for name in ("checkpoints/iter_00001.pt",
+                                                                                   "last.pt"))
+    torch.testing.assert_close(last["log_std"], torch.full_like(last["log_std"], math.log(0.6)), rtol=0, atol=0)
+    assert not torch.equal(first["w0"], last["w0"])
+    spec = PolicySpec(2, 2, hidden=(4,), learn_std=False)
+    params = {k: v.requires_grad_(True) for k, v in spec.init(0).items()}
+    obs = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad(log_prob(spec, params, obs, torch.zeros(5, 2)).sum(), list(params.values()))
+    assert torch.equal(grads[-1], torch.zeros(2)) and grads[0].abs().sum() > 0
