@@ -203,19 +203,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from safemaml import api
     from safemaml.compare import compare
 
-    duplicates = sorted({n for n in args.objectives if args.objectives.count(n) > 1})
+    from safemaml.compare import arm_configs, load_arms
+
+    if args.arms and args.objectives:
+        raise SafeMamlError("give --objectives or --arms, not both")
+    names = args.objectives or ["maml", "lagrangian", "cvar", "quantile"]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SafeMamlError(f"--objectives names {', '.join(duplicates)} more than once")
     args.objective_flags = {}
     cfg = api.resolve_config(args.config, _overrides(args), tasks=args.tasks)
-    for name in args.objectives:
-        make_objective(name, **{k: v for k, v in cfg.objective_params.items() if k in ("beta", "delta")})
-    if cfg.objective_params.keys() - {"beta", "delta"}:
-        raise SafeMamlError("compare shares only beta and delta between objectives; set others per run with train")
+    arms = load_arms(Path(args.arms)) if args.arms else {n: {"objective.name": n} for n in names}
+    if not args.arms:
+        for name in names:
+            make_objective(name, **{k: v for k, v in cfg.objective_params.items() if k in ("beta", "delta")})
+        if cfg.objective_params.keys() - {"beta", "delta"}:
+            raise SafeMamlError("compare shares only beta and delta between objectives; set others with --arms")
     api.validate(cfg)
+    for arm in arm_configs(cfg, arms).values():
+        api.validate(arm)
     if args.seeds is not None and args.seed is not None:
         raise SafeMamlError("give --seed or --seeds, not both")
-    rows = compare(cfg, args.objectives, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
+    rows = compare(cfg, arms, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
                    seeds=args.seeds)
     print((Path(args.out) / "comparison.md").read_text(), end="")
     return 0 if rows else 1
@@ -388,9 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval)")
 
     p = _command(sub, "compare", cmd_compare)
-    p.add_argument("--objectives", nargs="+", default=["maml", "lagrangian", "cvar", "quantile"], metavar="NAME",
+    p.add_argument("--objectives", nargs="+", metavar="NAME",
                    help="objectives to train, each once; the first is the reference of the Wilcoxon tests "
                         "(default: maml lagrangian cvar quantile)")
+    p.add_argument("--arms", metavar="FILE",
+                   help="instead of --objectives: a TOML file of arms, [arms.NAME] tables of the settings each "
+                        "changes (tuned parameters, controls); the first is the reference")
     _train_options(p)
     p.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help="train every objective on each seed: per-seed rows and a test paired over seeds")

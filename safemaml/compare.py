@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -70,10 +71,60 @@ def _run(cfg: TrainConfig, run: Path, quiet: bool, eval_kwargs: dict) -> dict:
         "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
 
 
-def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: int = 20, repeats: int | None = None,
-            eval_seed: int = 0, quiet: bool = False, seeds: list[int] | None = None) -> list[dict]:
-    """Train and evaluate every objective on every seed; write comparison.csv (one row per run),
-    comparison_objectives.csv (one row per objective) and comparison.md under `out`."""
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def load_arms(path: Path) -> dict[str, dict[str, Any]]:
+    """Arms from a TOML file: one table [arms.NAME] per arm, holding the settings it changes in the base config,
+    e.g. [arms.maml-matched-std] with policy = {learn_std = false, init_std = 0.4}; flattened to dotted keys."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SafeMamlError(f"--arms {path}: {exc}") from None
+    arms = data.get("arms")
+    if set(data) != {"arms"} or not isinstance(arms, dict) or not arms:
+        raise SafeMamlError(f"--arms {path}: expected only [arms.NAME] tables, one per arm")
+    if not all(isinstance(v, dict) for v in arms.values()):
+        raise SafeMamlError(f"--arms {path}: every arm must be a table of settings")
+    return {name: _flatten(table) for name, table in arms.items()}
+
+
+def arm_configs(cfg: TrainConfig, arms: dict[str, dict[str, Any]]) -> dict[str, TrainConfig]:
+    """Each arm's training config (the base with the arm's settings), checked before anything is trained."""
+    from objectives import make_objective
+
+    configs = {}
+    for name, settings in arms.items():
+        try:
+            arm = config_io.override(cfg, settings)
+            make_objective(arm.objective_name, **arm.objective_params)
+        except SafeMamlError as exc:
+            raise SafeMamlError(f"arm {name!r}: {exc}") from None
+        configs[name] = arm
+    return configs
+
+
+def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]], out: Path, trajectories: int = 20,
+            repeats: int | None = None, eval_seed: int = 0, quiet: bool = False,
+            seeds: list[int] | None = None) -> list[dict]:
+    """Train and evaluate every arm on every seed; write comparison.csv (one row per run),
+    comparison_objectives.csv (one row per arm) and comparison.md under `out`.
+
+    `objectives`: names of objectives (each an arm with the base config), or arms as {name: {setting: value}}
+    (an objective with tuned parameters, a control such as a fixed std); the first is the reference.
+    """
+    arms = objectives if isinstance(objectives, dict) else {n: {"objective.name": n} for n in objectives}
+    configs = arm_configs(cfg, arms)
+    objectives = list(arms)
     beta = float(cfg.objective.get("beta", 0.1))
     delta = float(cfg.objective.get("delta", 0.1))
     if seeds is not None and len(set(seeds)) != len(seeds):
@@ -82,7 +133,7 @@ def compare(cfg: TrainConfig, objectives: list[str], out: Path, trajectories: in
     rows, gammas = [], {}
     for seed in seeds if seeds is not None else [cfg.seed]:
         for name in objectives:
-            run_cfg = config_io.override(cfg, {"objective.name": name, "seed": seed})
+            run_cfg = config_io.override(configs[name], {"seed": seed})
             run = out / name if seeds is None else out / name / f"seed-{seed}"
             row = {"objective": name, "seed": seed, **_run(run_cfg, run, quiet, eval_kwargs)}
             gammas[name, seed] = _task_gammas(run / "eval")

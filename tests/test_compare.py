@@ -64,3 +64,44 @@ def test_compare_seeds_has_per_seed_rows_and_a_test_paired_over_seeds(tmp_path, 
 def test_compare_refuses_seed_and_seeds_together(capsys):
     assert main(["compare", "--tasks", "nav2d", "--seed", "1", "--seeds", "0", "1", "--out", "x"]) == 2
     assert "--seed or --seeds" in capsys.readouterr().err
+
+
+def test_compare_arms_file_trains_each_arm_with_its_settings(tmp_path, capsys):
+    arms = tmp_path / "arms.toml"
+    arms.write_text('[arms.maml]\nobjective = {name = "maml"}\n\n'
+                    '[arms.maml-fixed-std]\nobjective = {name = "maml"}\npolicy = {learn_std = false, init_std = 0.5}\n\n'
+                    '[arms.cvar-neutral.objective]\nname = "cvar"\neta = 2.0\naim = "neutral"\n')
+    out = tmp_path / "cmp"
+    assert main(["compare", "--tasks", "nav2d", "--arms", str(arms), "--iterations", "1", "--beta", "0.3",
+                 "--delta", "0.5", "--set", "meta_batch_size=2", "--set", "fast_batch_size=2",
+                 "--set", "post_batch_size=2", "--set", "policy.hidden=[8,8]", "--trajectories", "2",
+                 "--repeats", "2", "--out", str(out), "--quiet"]) == 0
+    with (out / "comparison.csv").open() as f:
+        assert [r["objective"] for r in csv.DictReader(f)] == ["maml", "maml-fixed-std", "cvar-neutral"]
+    fixed = (out / "maml-fixed-std" / "config.toml").read_text()
+    assert "learn_std = false" in fixed and "init_std = 0.5" in fixed
+    neutral = (out / "cvar-neutral" / "config.toml").read_text()
+    assert 'aim = "neutral"' in neutral and "eta = 2.0" in neutral and "beta = 0.3" in neutral
+    summary = json.loads((out / "maml-fixed-std" / "eval" / "summary.json").read_text())
+    assert summary["action_std"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[arms.a]\nobjective = {name = \"nope\"}\n", "arm 'a': unknown objective"),
+    ("[arms.a]\nadapt = {fast_lr = -1.0}\n", "arm 'a': adapt.fast_lr must be > 0"),
+    ("[other]\nx = 1\n", "expected only [arms.NAME] tables"),
+    ("[arms]\na = 1\n", "every arm must be a table"),
+    ("[arms.a\n", "--arms"),
+])
+def test_bad_arms_are_one_line_exit_2(tmp_path, capsys, text, message):
+    arms = tmp_path / "arms.toml"
+    arms.write_text(text)
+    assert main(["compare", "--tasks", "nav2d", "--arms", str(arms), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_refuses_objectives_and_arms_together(tmp_path, capsys):
+    assert main(["compare", "--tasks", "nav2d", "--objectives", "maml", "--arms", "a.toml", "--out", "x"]) == 2
+    assert "--objectives or --arms" in capsys.readouterr().err
