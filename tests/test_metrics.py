@@ -281,3 +281,22 @@ def test_bootstrap_interval_is_scipys_percentile_interval_in_double_precision():
     assert all(np.isnan(bootstrap_ci(x[:1], np.mean)))
     # a statistic that only works on one resample at a time (not vectorized) still works
     assert bootstrap_ci(x, lambda v: float(sorted(v)[len(v) // 2]))[0] < np.median(x)
+
+
+def test_round_statistics_use_the_given_levels():
+    """alpha1 = 0.01 per task and alpha2 = 0.2 over tasks, against binomtest; delta at which the decision flips."""
+    pre, post = _rounds([60] * 27 + [57] * 3 + [40] * 2, 60)
+    a1, a2 = 0.01, 0.2
+    need = _wins_needed(60, 0.1, a1)
+    assert 57 < need <= 60  # the three tasks with 57 wins pass at alpha1 = 0.05 but not at 0.01
+    passing = 27
+    fraction = (_lower(passing, 32, a2) - a1) / (1 - a1)
+    for delta in (1 - fraction + 0.01, 1 - fraction - 0.01):
+        out = round_statistics(pre, post, 0.1, delta, alpha1=a1, alpha2=a2)
+        assert out["tasks_passing"] == passing
+        assert out["certified_fraction"] == pytest.approx(fraction, abs=1e-9)
+        assert out["certified"] is (fraction >= 1 - delta)
+    p80 = optimize.brentq(lambda p: stats.binom.sf(need - 1, 60, p) - 0.8, 0.01, 1 - 1e-12)
+    assert out["min_passing_p"] == pytest.approx(p80, abs=1e-7)
+    tasks = per_task_rounds(pre, post, 0.1, alpha1=a1)
+    assert tasks["passes"].sum() == passing

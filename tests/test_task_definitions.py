@@ -1,0 +1,94 @@
+"""Each family's task distribution, evaluation grid and accepted domain against docs/tasks.md, and the bandit's
+rewards through the real sampler against the formula -||a - goal||^2."""
+
+import numpy as np
+import pytest
+import torch
+
+from safemaml.cli import main
+from safemaml.errors import SafeMamlError
+from safemaml.policy import PolicySpec
+from safemaml.rollout import Sampler
+from safemaml.tasks import get_family
+
+# from the tables of docs/tasks.md: (low, high) of a uniform p(T) per coordinate, or the set of directions
+DISTRIBUTION = {"halfcheetah-vel": (0.0, 2.0), "ant-vel": (0.0, 3.0), "nav2d": (-0.5, 0.5), "bandit": (-1.0, 1.0),
+                "halfcheetah-dir": {-1.0, 1.0}, "ant-dir": {-1.0, 1.0}}
+AXIS = {"halfcheetah-vel": np.arange(31) / 10, "ant-vel": np.arange(41) / 10, "halfcheetah-dir": [-1.0, 1.0],
+        "ant-dir": [-1.0, 1.0], "nav2d": [-0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75],
+        "bandit": [-1.5, -0.75, 0.0, 0.75, 1.5]}
+DOMAIN = {"halfcheetah-vel": 10.0, "ant-vel": 10.0, "nav2d": 2.0, "bandit": 5.0}  # abs(parameter) <= bound
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTION))
+def test_task_distribution(name):
+    family = get_family(name)
+    tasks = family.sample(20000, np.random.default_rng(0))
+    assert tasks.shape == (20000, family.num_params)
+    law = DISTRIBUTION[name]
+    if isinstance(law, set):
+        assert set(np.unique(tasks)) == law and abs((tasks == 1.0).mean() - 0.5) < 0.02
+    else:
+        low, high = law
+        assert low <= tasks.min() < low + 0.01 and high - 0.01 < tasks.max() <= high
+        assert np.allclose(tasks.mean(0), (low + high) / 2, atol=0.02 * (high - low))
+        assert np.allclose(tasks.std(0), (high - low) / np.sqrt(12), rtol=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(AXIS))
+def test_default_evaluation_grid(name):
+    family = get_family(name)
+    axis = np.asarray(AXIS[name], dtype=float)
+    expected = (axis[:, None] if family.num_params == 1 else
+                np.array([[x, y] for x in axis for y in axis]))  # first coordinate outer
+    np.testing.assert_allclose(family.eval_grid(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(DOMAIN))
+def test_accepted_domain_includes_its_bound(name):
+    family, bound = get_family(name), DOMAIN[name]
+    edge = np.full((1, family.num_params), bound)
+    family.validate(edge)
+    family.validate(-edge)
+    with pytest.raises(SafeMamlError, match="outside the accepted domain"):
+        family.validate(edge * 1.001)
+    if family.num_params == 2:  # every coordinate is checked, not only the first row or the whole array
+        with pytest.raises(SafeMamlError, match="outside the accepted domain"):
+            family.validate(np.array([[0.0, 0.0], [0.0, bound * 1.001]]))
+
+
+@pytest.mark.parametrize("name", ["halfcheetah-dir", "ant-dir"])
+def test_directions_accept_only_plus_and_minus_one(name):
+    family = get_family(name)
+    family.validate(np.array([[1.0], [-1.0]]))
+    with pytest.raises(SafeMamlError):
+        family.validate(np.array([[0.5]]))
+
+
+def test_tasks_command_lists_every_family(capsys):
+    assert main(["tasks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["family", "tasks", "horizon", "obs", "act", "description"]
+    for name in DISTRIBUTION:
+        family = get_family(name)
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert family.distribution in row and family.description in row
+        assert f" {family.horizon} " in row and f" {family.obs_dim} " in row and f" {family.act_dim} " in row
+
+
+def test_bandit_rewards_through_the_sampler():
+    family = get_family("bandit")
+    spec = PolicySpec(family.obs_dim, family.act_dim, hidden=(4,))
+    tasks = np.array([[0.3, -0.7], [1.0, 0.2]])
+    traj = Sampler(family, spec, 2, 3).sample(spec.init(0), tasks, seed=5)
+    goals = torch.tensor(tasks, dtype=traj.actions.dtype)[:, None, None, :]
+    expected = -((traj.actions - goals) ** 2).sum(-1)
+    torch.testing.assert_close(traj.rewards, expected)
+    assert bool((traj.mask == 1).all()) and traj.rewards.shape == (2, 3, family.horizon)
+    assert bool((traj.obs == 1).all())
+    mean, std, goal = np.array([0.5, 0.0]), np.array([0.3, 0.2]), np.array([[0.3, -0.7], [1.0, 0.2]])
+    expected = -family.horizon * (np.square(mean - goal).sum(-1) + 0.13)
+    np.testing.assert_allclose(family.expected_return(mean, std, goal), expected)
+    per_task_std = np.array([[0.3, 0.2], [0.1, 0.1]])  # one policy per task
+    np.testing.assert_allclose(family.expected_return(mean, per_task_std, goal),
+                               -family.horizon * (np.square(mean - goal).sum(-1) + np.array([0.13, 0.02])))
