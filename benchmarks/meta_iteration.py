@@ -24,6 +24,7 @@ import torch  # noqa: E402
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
 from safemaml.adapt import adapt_loop, adapt_vmap  # noqa: E402
+from safemaml import trainer  # noqa: E402
 from safemaml.trainer import Learner, meta_step  # noqa: E402
 
 
@@ -59,6 +60,39 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StepClock:
+    """Times the two costly parts of a TRPO step by wrapping the functions meta_step calls: meta-loss
+    evaluations (the gradient's forward pass and every line-search candidate) and Fisher-vector products
+    (CG's iterations and the step's scaling). The rest of the step is the gradient's backward pass."""
+
+    def __init__(self) -> None:
+        self.loss_calls = self.loss_s = self.fvp_calls = self.fvp_s = 0.0
+        self._meta_loss, self._make_fvp = trainer.meta_loss, trainer.curvature_fvp
+        trainer.meta_loss, trainer.curvature_fvp = self.meta_loss, self.make_fvp
+
+    def reset(self) -> None:
+        self.loss_calls = self.loss_s = self.fvp_calls = self.fvp_s = 0.0
+
+    def meta_loss(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self._meta_loss(*args, **kwargs)
+        self.loss_calls, self.loss_s = self.loss_calls + 1, self.loss_s + time.perf_counter() - start
+        return out
+
+    def make_fvp(self, *args, **kwargs):
+        start = time.perf_counter()
+        fvp = self._make_fvp(*args, **kwargs)
+        self.fvp_s += time.perf_counter() - start  # building the product (its first-order graph) counts too
+
+        def timed_fvp(v):
+            begin = time.perf_counter()
+            out = fvp(v)
+            self.fvp_calls, self.fvp_s = self.fvp_calls + 1, self.fvp_s + time.perf_counter() - begin
+            return out
+
+        return timed_fvp
 
 
 def variant(base, name: str):
@@ -104,11 +138,14 @@ def main() -> None:
           f"trajectories, TRPO cg_iters={base.meta.cg_iters}; the variants alternate, best of {args.repeats}")
     learners = {name: Learner.create(cfg) for name, cfg in configs.items()}  # the same seed: the same first data
     rows: dict[str, list[dict]] = {name: [] for name in configs}
+    clock = StepClock()
     for i in range(args.repeats):
         for name, learner in learners.items():
             reset_peak_rss()
+            clock.reset()
             metrics = meta_step(learner, i)
-            metrics["rss"] = peak_rss_mib()
+            metrics |= {"rss": peak_rss_mib(), "loss_calls": clock.loss_calls, "loss_s": clock.loss_s,
+                        "fvp_calls": clock.fvp_calls, "fvp_s": clock.fvp_s}
             rows[name].append(metrics)
     print("| curvature | fvp_subsample | sampling (2 phases) | adaptation | TRPO step | total | total / sampling "
           "| peak RSS |")
@@ -120,6 +157,14 @@ def main() -> None:
         label = f"{cfg.meta.curvature} (default)" if name == "default" else cfg.meta.curvature
         print(f"| {label} | {cfg.meta.fvp_subsample:g} | {sampling:.2f} s | {adaptation:.2f} s | {trpo:.2f} s | "
               f"{total:.2f} s | {total / sampling:.2f} | {max(m['rss'] for m in rows[name]):.0f} MiB |", flush=True)
+    print("\n| curvature | TRPO step | meta-loss evaluations | Fisher-vector products | the rest (backward, CG) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, cfg in configs.items():
+        best = min(rows[name], key=lambda m: m["time_sampling"] + m["time_adapt"] + m["time_optimize"])
+        rest = best["time_optimize"] - best["loss_s"] - best["fvp_s"]
+        print(f"| {cfg.meta.curvature}:{cfg.meta.fvp_subsample:g} | {best['time_optimize']:.2f} s | "
+              f"{best['loss_calls']:.0f} × = {best['loss_s']:.2f} s | {best['fvp_calls']:.0f} × = "
+              f"{best['fvp_s']:.2f} s | {rest:.2f} s |", flush=True)
     if args.skip_adaptation:
         return
     learner = next(iter(learners.values()))
