@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import functools
 
 from safemaml.errors import SafeMamlError
 from safemaml.tasks.bandit import BanditFamily
@@ -14,8 +13,8 @@ from safemaml.tasks.nav2d import Nav2DFamily
 FAMILY_NAMES = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "nav2d", "bandit")
 
 
-@functools.cache
 def _families() -> dict[str, TaskFamily]:
+    """Built on every call (about 10 ms): no process-wide state, and mutation tests reach the constructors."""
     families = [*make_locomotion_families(), Nav2DFamily(), BanditFamily()]
     return {f.name: f for f in families}
 
