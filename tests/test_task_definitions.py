@@ -92,3 +92,19 @@ def test_bandit_rewards_through_the_sampler():
     per_task_std = np.array([[0.3, 0.2], [0.1, 0.1]])  # one policy per task
     np.testing.assert_allclose(family.expected_return(mean, per_task_std, goal),
                                -family.horizon * (np.square(mean - goal).sum(-1) + np.array([0.13, 0.02])))
+
+
+def test_nav2d_ends_strictly_within_the_tolerance_and_stays_ended():
+    """docs/tasks.md: an episode ends after the step that brings abs(s - goal) < 0.01 in both coordinates;
+    a finished point is frozen, earns 0 and stays finished."""
+    env = get_family("nav2d").make_env(2)
+    env.set_tasks(np.array([[0.01, 0.0], [0.5, 0.5]]))
+    env.reset()
+    _, reward, ended = env.step(np.zeros((2, 2)))  # task 0: exactly 0.01 away, not within
+    assert not ended.any() and reward[0] == pytest.approx(-0.01)
+    _, _, ended = env.step(np.array([[0.005, 0.0], [0.1, 0.1]]))
+    assert ended.tolist() == [True, False]
+    state, reward, ended = env.step(np.array([[0.1, 0.1], [0.1, 0.1]]))
+    assert not ended.any() and reward[0] == 0.0 and state[0].tolist() == [0.005, 0.0]
+    state, reward, _ = env.step(np.array([[-0.1, 0.0], [0.1, 0.1]]))
+    assert reward[0] == 0.0 and state[0].tolist() == [0.005, 0.0]  # still frozen two steps later
