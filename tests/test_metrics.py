@@ -11,7 +11,7 @@ from objectives.quantile import upper_quantile
 from safemaml.evaluate import DEFAULT_ROUNDS
 from safemaml.metrics import (bootstrap_ci, certificate, clopper_pearson_interval, clopper_pearson_lower, cvar_upper,
                               min_passing_p, p_hat, pass_probability, per_task_rounds, round_statistics, summarize,
-                              violation_rate)
+                              violation_rate, wins_to_pass)
 
 
 def _cvar_lp(x: np.ndarray, alpha: float):
@@ -300,3 +300,23 @@ def test_round_statistics_use_the_given_levels():
     assert out["min_passing_p"] == pytest.approx(p80, abs=1e-7)
     tasks = per_task_rounds(pre, post, 0.1, alpha1=a1)
     assert tasks["passes"].sum() == passing
+
+
+def test_bounds_exactly_at_the_thresholds_pass():
+    """With one round the Clopper-Pearson lower bound of one win is exactly alpha (a uniform quantile), so the
+    thresholds can be met with equality: a task whose bound equals 1 - beta passes, a fraction equal to
+    1 - delta certifies, and a power reached exactly at p_T -> 1 counts as reached."""
+    assert float(clopper_pearson_lower(1, 1, 0.5)) == 0.5 and float(clopper_pearson_lower(1, 1, 0.75)) == 0.75
+    pre, post = np.zeros((1, 1)), np.ones((1, 1))
+    cert = certificate(pre, post, beta=0.5, delta=0.5, alpha1=0.5, alpha2=0.75)
+    assert cert["tasks_passing"] == 1 and cert["certified_fraction"] == 0.5 and cert["certified"] is True
+    assert bool(per_task_rounds(pre, post, 0.5, alpha1=0.5)["passes"][0])
+    assert wins_to_pass(1, 0.5, alpha1=0.5) == 1
+    assert min_passing_p(1, 0.5, alpha1=0.5, power=1 - 1e-12) == pytest.approx(1 - 1e-12)
+
+
+def test_wins_to_pass_defaults_to_alpha1_five_percent_and_none_when_impossible():
+    assert wins_to_pass(90, 0.1) == _wins_needed(90, 0.1)
+    assert wins_to_pass(20, 0.1) is None
+    # 29 rounds can pass beta = 0.1 at alpha1 = 0.05 but not at 0.01: no power at all there
+    assert wins_to_pass(29, 0.1, alpha1=0.01) is None and np.isnan(min_passing_p(29, 0.1, alpha1=0.01))

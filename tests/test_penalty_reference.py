@@ -55,8 +55,9 @@ def _cvar_reference(pre, post, beta, delta, eta, margin, aim="tail"):
         for i in range(n):
             for j in range(m):
                 pair_w[k, i, j] = active * eta / s * omega[k] * max(gamma[k, i, j] - nu, 0.0) / (beta * n * m)
-    if aim == "neutral":  # the gradient of mean Gamma, scaled to the tail weights' total magnitude
-        pair_w = gamma * np.abs(pair_w).sum() / np.abs(gamma).sum()
+    if aim == "neutral":  # the gradient of mean Gamma, scaled to the tail weights' total magnitude (0 if no change)
+        total = np.abs(gamma).sum()
+        pair_w = gamma * np.abs(pair_w).sum() / total if total > 0 else np.zeros_like(gamma)
     post_w = pair_w.sum(1)
     metrics = {"cvar_C": c / s, "penalty_active": active, "scale": s}
     return np.array([_loo(w) for w in post_w]), None, metrics
@@ -151,6 +152,19 @@ def test_cvar_neutral_aim_pushes_as_hard_at_the_mean():
     _compare(neutral, _cvar_reference(pre, post, 0.2, 0.3, 2.0, 0.0, aim="neutral"))
     assert neutral[2] == tail[2]  # same C, activity and scale
     assert np.count_nonzero(neutral[0]) > np.count_nonzero(tail[0])  # every task is weighted, not the worst
+
+
+def test_cvar_neutral_aim_with_small_or_no_differences():
+    """Pairs summing to |Gamma| < 1 are scaled like any others; no difference at all gives zero weights."""
+    pre, post = _returns(6, K=3, n=2, m=2, spread=0.01, gain=0.0)
+    objective = make_objective("cvar", beta=0.5, margin=100.0, aim="neutral")
+    got = _weights(objective, pre, post)
+    expected = _cvar_reference(pre, post, 0.5, 0.1, 1.0, 100.0, aim="neutral")
+    assert np.abs(pre[:, :, None] - post[:, None, :]).sum() < 1 and expected[2]["penalty_active"] == 1.0
+    _compare(got, expected)
+    flat = np.ones((3, 2))
+    post_w, _, metrics = _weights(objective, flat, flat.copy())
+    assert metrics["penalty_active"] == 1.0 and np.array_equal(post_w, np.zeros((3, 2)))
 
 
 def test_cvar_margin_switches_the_penalty_on():

@@ -53,7 +53,7 @@ def test_accepted_domain_includes_its_bound(name):
     with pytest.raises(SafeMamlError, match="outside the accepted domain"):
         family.validate(edge * 1.001)
     if family.num_params == 2:  # every coordinate is checked, not only the first row or the whole array
-        with pytest.raises(SafeMamlError, match="outside the accepted domain"):
+        with pytest.raises(SafeMamlError, match=rf"task \[0.0, {bound * 1.001}\] is outside the accepted domain"):
             family.validate(np.array([[0.0, 0.0], [0.0, bound * 1.001]]))
 
 
