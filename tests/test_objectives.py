@@ -176,3 +176,25 @@ def test_state_fields_start_at_zero_and_are_not_parameters():
     with pytest.raises(SafeMamlError, match="no parameter"):
         make_objective("lagrangian", integral=1.0)
     assert {"integral", "previous"} <= set(lagrangian.state_dict())
+
+
+
+@pytest.mark.parametrize("name,param,value,message", [
+    *[("lagrangian", p, -0.1, f"{p} must be >= 0") for p in ("multiplier", "lambda_lr", "kp", "ki", "kd")],
+    *[("lagrangian", p, 0.0, f"{p} must be > 0") for p in ("lambda_max", "tau", "tau_h")],
+    *[("cvar", p, -0.1, f"{p} must be >= 0") for p in ("eta", "margin")],
+    *[("quantile", p, -0.1, f"{p} must be >= 0") for p in ("eta", "margin")],
+    *[("quantile", p, 0.0, f"{p} must be > 0") for p in ("bandwidth", "temperature")],
+])
+def test_each_parameter_is_range_checked(name, param, value, message):
+    with pytest.raises(SafeMamlError, match=message):
+        make_objective(name, **{param: value})
+
+
+def test_lagrangian_reports_its_metrics_under_their_documented_names():
+    theta, batch = _batch()
+    objective = make_objective("lagrangian", multiplier=0.7)
+    _, metrics = objective(batch)
+    assert set(metrics) == {"surrogate", "smoothed_violation", "multiplier", "scale"}
+    assert metrics["multiplier"] == 0.7 and metrics["surrogate"] == pytest.approx(batch.surrogates.mean().item())
+    assert 0.0 <= metrics["smoothed_violation"] <= 1.0 and metrics["scale"] > 0
