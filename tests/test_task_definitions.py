@@ -108,3 +108,19 @@ def test_nav2d_ends_strictly_within_the_tolerance_and_stays_ended():
     assert not ended.any() and reward[0] == 0.0 and state[0].tolist() == [0.005, 0.0]
     state, reward, _ = env.step(np.array([[-0.1, 0.0], [0.1, 0.1]]))
     assert reward[0] == 0.0 and state[0].tolist() == [0.005, 0.0]  # still frozen two steps later
+
+
+@pytest.mark.parametrize("name", ["halfcheetah-vel", "ant-dir"])
+def test_physics_does_not_depend_on_the_thread_count(name):
+    family = get_family(name)
+    runs = []
+    for nthread in (1, 2):
+        env = family.make_env(4, nthread=nthread)
+        env.set_tasks(family.sample(4, np.random.default_rng(0)))
+        obs = [env.reset(seed=3)]
+        rng = np.random.default_rng(1)
+        for _ in range(15):
+            o, r, d = env.step(rng.normal(size=(4, family.act_dim)))
+            obs += [o, r, d]
+        runs.append(obs)
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
