@@ -3,6 +3,7 @@ import torch
 
 from helpers import pre_batch
 from safemaml.adapt import AdaptConfig, adapt_loop, adapt_vmap, inner_loss
+from safemaml.errors import SafeMamlError
 from safemaml.policy import log_prob
 
 
@@ -54,3 +55,9 @@ def test_adaptation_moves_each_task_differently():
     fast = adapt_vmap(spec, AdaptConfig(), params, traj.obs, traj.actions, adv, traj.mask)
     assert fast["w0"].shape == (3, *params["w0"].shape)
     assert not torch.allclose(fast["w2"][0], fast["w2"][1])
+
+
+@pytest.mark.parametrize("alpha", [0.0, -0.1])
+def test_the_inner_step_size_must_be_positive(alpha):
+    with pytest.raises(SafeMamlError, match=f"adapt.fast_lr must be > 0, got {alpha}"):
+        AdaptConfig(fast_lr=alpha)

@@ -266,3 +266,4 @@ def test_a_std_that_is_not_learned_stays_put_through_adaptation_and_meta_steps(t
     obs = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     grads = torch.autograd.grad(log_prob(spec, params, obs, torch.zeros(5, 2)).sum(), list(params.values()))
     assert torch.equal(grads[-1], torch.zeros(2)) and grads[0].abs().sum() > 0
+    assert torch.equal(spec.log_std(params), params["log_std"])  # the same value, only without gradient

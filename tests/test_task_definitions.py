@@ -124,3 +124,14 @@ def test_physics_does_not_depend_on_the_thread_count(name):
             obs += [o, r, d]
         runs.append(obs)
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def test_validate_returns_float64_rows_of_the_familys_parameters():
+    nav, cheetah = get_family("nav2d"), get_family("halfcheetah-vel")
+    for family, given, shape in ((nav, [0.1, 0.2], (1, 2)), (nav, [[1, 2], [0, 0]], (2, 2)),
+                                 (cheetah, [1, 2, 3], (3, 1)), (cheetah, 2, (1, 1))):
+        out = family.validate(given)
+        assert out.shape == shape and out.dtype == np.float64
+        np.testing.assert_array_equal(out, np.asarray(given, dtype=float).reshape(shape))
+    with pytest.raises(SafeMamlError, match=r"tasks must have shape \[K, 2\]"):
+        nav.validate([0.1, 0.2, 0.3])
