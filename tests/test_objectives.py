@@ -91,8 +91,8 @@ def test_multiplier_rises_while_violated_and_returns_to_zero(update):
     assert falling[-1] == 0.0
 
 
-def test_plugin_installed_through_the_entry_point(tmp_path):
-    """A throw-away distribution on sys.path registers an objective via `safemaml.objectives`."""
+def _plugin(tmp_path):
+    """A throw-away distribution in tmp_path whose entry point registers the objective half-maml."""
     (tmp_path / "myobjective.py").write_text(textwrap.dedent('''
         import dataclasses
         from objectives.base import Objective
@@ -110,6 +110,26 @@ def test_plugin_installed_through_the_entry_point(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myobjective\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[safemaml.objectives]\nhalf-maml = myobjective:HalfMaml\n")
+
+
+def test_plugin_is_loaded_once_in_process(tmp_path, monkeypatch):
+    """The entry point is read from sys.path when the registry is first used, and only then."""
+    import objectives.base as base
+
+    _plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(base, "_loaded", False)
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    registry = available()
+    assert registry["half-maml"].__module__ == "myobjective" and base._loaded is True
+    assert make_objective("half-maml", weight=0.25).weight == 0.25
+    base._REGISTRY.pop("half-maml")
+    assert "half-maml" not in available()  # loaded once: the entry points are not read again
+
+
+def test_plugin_installed_through_the_entry_point(tmp_path):
+    """A throw-away distribution on sys.path registers an objective via `safemaml.objectives`."""
+    _plugin(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     listing = subprocess.run([sys.executable, "-m", "safemaml", "objectives"], capture_output=True, text=True, env=env)
     assert listing.returncode == 0, listing.stderr
@@ -198,3 +218,11 @@ def test_lagrangian_reports_its_metrics_under_their_documented_names():
     assert set(metrics) == {"surrogate", "smoothed_violation", "multiplier", "scale"}
     assert metrics["multiplier"] == 0.7 and metrics["surrogate"] == pytest.approx(batch.surrogates.mean().item())
     assert 0.0 <= metrics["smoothed_violation"] <= 1.0 and metrics["scale"] > 0
+
+
+
+def test_error_messages_list_names_with_commas():
+    with pytest.raises(SafeMamlError, match=r"unknown objective 'x'; known: cvar, lagrangian, maml, quantile"):
+        make_objective("x")
+    with pytest.raises(SafeMamlError, match=r"has no parameter\(s\) a, b; it has: beta, delta$"):
+        make_objective("maml", a=1, b=2)

@@ -135,3 +135,45 @@ def test_validate_returns_float64_rows_of_the_familys_parameters():
         np.testing.assert_array_equal(out, np.asarray(given, dtype=float).reshape(shape))
     with pytest.raises(SafeMamlError, match=r"tasks must have shape \[K, 2\]"):
         nav.validate([0.1, 0.2, 0.3])
+
+
+# what `safemaml tasks` and the error messages say, written out by hand (observation sizes: Gymnasium v5's)
+ROWS = {
+    "halfcheetah-vel": ("goal_velocity ~ U[0, 2]", 200, 17, 6, "HalfCheetah-v5 running at a goal velocity",
+                        ("goal_velocity",), "goal_velocity in [-10, 10]"),
+    "halfcheetah-dir": ("direction in {-1, +1}, equiprobable", 200, 17, 6, "HalfCheetah-v5 running forward or backward",
+                        ("direction",), "direction in {-1, +1}"),
+    "ant-vel": ("goal_velocity ~ U[0, 3]; ends when unhealthy", 200, 105, 8, "Ant-v5 walking at a goal velocity along x",
+                ("goal_velocity",), "goal_velocity in [-10, 10]"),
+    "ant-dir": ("direction in {-1, +1}, equiprobable; ends when unhealthy", 200, 105, 8,
+                "Ant-v5 walking forward or backward along x", ("direction",), "direction in {-1, +1}"),
+    "nav2d": ("goal ~ U[-0.5, 0.5]^2; ends within 0.01 of the goal", 100, 2, 2, "2D point reaching a goal position",
+              ("goal_x", "goal_y"), "goal in [-2, 2]^2"),
+    "bandit": ("goal ~ U[-1, 1]^2", 10, 1, 2, "Gaussian bandit with exactly computable expected returns (for tests)",
+               ("goal_x", "goal_y"), "goal in [-5, 5]^2"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_family_descriptions_and_messages(name):
+    family = get_family(name)
+    tasks, horizon, obs, act, description, params, domain = ROWS[name]
+    assert family.summary() == {"family": name, "tasks": tasks, "horizon": horizon, "obs": obs, "act": act,
+                                "description": description}
+    assert family.param_names == params and family.domain == domain
+    with pytest.raises(SafeMamlError, match=rf"tasks must have shape \[K, {len(params)}\] \({', '.join(params)}\), "
+                                            r"got \(2, 3\)"):
+        family.validate(np.zeros((2, 3)))
+    with pytest.raises(SafeMamlError, match=f"outside the accepted domain {domain}".replace("[", r"\[")
+                       .replace("]", r"\]").replace("{", r"\{").replace("+", r"\+").replace("^", r"\^")):
+        family.validate(np.full((1, len(params)), 11.0))
+    with pytest.raises(SafeMamlError, match="outside the accepted domain"):
+        family.validate(np.full((1, len(params)), np.nan))
+
+
+def test_unknown_family_names_the_closest_and_all():
+    with pytest.raises(SafeMamlError, match=r"^unknown task family 'nav2' \(did you mean nav2d\?\); known: "
+                                            r"halfcheetah-vel, halfcheetah-dir, ant-vel, ant-dir, nav2d, bandit$"):
+        get_family("nav2")
+    with pytest.raises(SafeMamlError, match=r"^unknown task family 'zzz'; known: halfcheetah-vel, "):
+        get_family("zzz")
