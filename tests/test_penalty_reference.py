@@ -222,3 +222,24 @@ def test_silverman_bandwidth_per_row_with_its_defaults():
     got = silverman_bandwidth(torch.tensor(x)).numpy()
     np.testing.assert_allclose(got, [_silverman(row, 0.9, 1e-6) for row in x], rtol=1e-12)
     assert got[2] == 1e-6  # a constant row: the floor
+
+
+def test_quantile_margin_in_units_of_s_and_the_bandwidth_floor():
+    """All tasks improve (q_T < 0); the margin is set so that only the task with the largest q_T is switched on,
+    by q_T + margin * s landing in (0, 1). Task 0's pairs spread over 2e-3 only, so its bandwidth is the floor
+    1e-3 s (about 2e-3)."""
+    pre, post = _returns(8, spread=2.0, gain=6.0)
+    pre[0] = post[0].mean() - 2.0 + np.arange(5) * 5e-4  # Gamma about -2, a spread of 2e-3 (Silverman: 4e-4)
+    post[0] = post[0].mean()
+    gamma = pre[:, :, None] - post[:, None, :]
+    s = _scale(gamma)
+    q = np.array([np.quantile(g.reshape(-1), 0.9) for g in gamma])
+    assert q.max() < 0 and s > 1.3
+    margin = 1.5 * -q.max() / s
+    assert 0 < q.max() + margin * s < 1 and (q + margin * s > 0).sum() == 1 and q.max() + margin / s < 0
+    objective = make_objective("quantile", beta=0.1, delta=0.3, margin=margin, pre_update_grad=True)
+    _compare(_weights(objective, pre, post), _quantile_reference(pre, post, 0.1, 0.3, 1.0, margin, 0.9, 0.1))
+    floor_task = _weights(make_objective("quantile", beta=0.1, delta=0.3, margin=3.0 / s, pre_update_grad=True),
+                          pre, post)
+    _compare(floor_task, _quantile_reference(pre, post, 0.1, 0.3, 1.0, 3.0 / s, 0.9, 0.1))
+    assert np.abs(floor_task[1][0]).max() > 0  # task 0 is weighted, through its floored bandwidth
