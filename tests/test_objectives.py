@@ -91,8 +91,8 @@ def test_multiplier_rises_while_violated_and_returns_to_zero(update):
     assert falling[-1] == 0.0
 
 
-def _plugin(tmp_path):
-    """A throw-away distribution in tmp_path whose entry point registers the objective half-maml."""
+def _plugin(tmp_path, entry="half-maml"):
+    """A throw-away distribution in tmp_path whose entry point `entry` registers the objective half-maml."""
     (tmp_path / "myobjective.py").write_text(textwrap.dedent('''
         import dataclasses
         from objectives.base import Objective
@@ -109,7 +109,7 @@ def _plugin(tmp_path):
     dist = tmp_path / "myobjective-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myobjective\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[safemaml.objectives]\nhalf-maml = myobjective:HalfMaml\n")
+    (dist / "entry_points.txt").write_text(f"[safemaml.objectives]\n{entry} = myobjective:HalfMaml\n")
 
 
 def test_plugin_is_loaded_once_in_process(tmp_path, monkeypatch):
@@ -125,6 +125,17 @@ def test_plugin_is_loaded_once_in_process(tmp_path, monkeypatch):
     assert make_objective("half-maml", weight=0.25).weight == 0.25
     base._REGISTRY.pop("half-maml")
     assert "half-maml" not in available()  # loaded once: the entry points are not read again
+
+
+def test_a_plugin_taking_a_built_in_name_is_refused(tmp_path, monkeypatch):
+    import objectives.base as base
+
+    _plugin(tmp_path, entry="cvar")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(base, "_loaded", False)
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    with pytest.raises(SafeMamlError, match=r"^duplicate objective name 'cvar' from entry point myobjective:HalfMaml$"):
+        available()
 
 
 def test_plugin_installed_through_the_entry_point(tmp_path):

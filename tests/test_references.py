@@ -261,7 +261,7 @@ def test_a_std_that_is_not_learned_stays_put_through_adaptation_and_meta_steps(t
                                                                                    "last.pt"))
     torch.testing.assert_close(last["log_std"], torch.full_like(last["log_std"], math.log(0.6)), rtol=0, atol=0)
     assert not torch.equal(first["w0"], last["w0"])
-    spec = PolicySpec(2, 2, hidden=(4,), learn_std=False)
+    spec = PolicySpec(2, 2, hidden=(4,), init_std=0.6, learn_std=False)
     params = {k: v.requires_grad_(True) for k, v in spec.init(0).items()}
     obs = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     grads = torch.autograd.grad(log_prob(spec, params, obs, torch.zeros(5, 2)).sum(), list(params.values()))
