@@ -335,9 +335,16 @@ def test_read_only_folders_are_one_line_faults(tmp_path, trained):
     assert snapshot(run) == before and os.listdir(tmp_path / "ro") == []
 
 
+def interruptible() -> None:
+    """In the child: take Ctrl-C's default action, even when the tests run as a background job (whose children
+    inherit SIGINT ignored, so Python would install no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_long_run(cwd: Path, out: str, *extra: str) -> subprocess.Popen:
     args = [*COMMAND, "train", *TINY[:-1], "--iterations", "400", "--out", out, *extra]
-    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
 
 
 def _wait_for(process: subprocess.Popen, text: str) -> None:

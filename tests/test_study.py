@@ -36,7 +36,8 @@ def states(study):
 def worker(directory, *args):
     """A `safemaml study run` in its own process."""
     return subprocess.Popen([sys.executable, "-m", "safemaml.cli", "study", "run", str(directory), *TINY, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C works in a background job too
 
 
 def summary(directory, run_dir):
