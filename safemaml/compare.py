@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,9 @@ def load_arms(path: Path) -> dict[str, dict[str, Any]]:
         raise SafeMamlError(f"--arms {path}: expected only [arms.NAME] tables, one per arm")
     if not all(isinstance(v, dict) for v in arms.values()):
         raise SafeMamlError(f"--arms {path}: every arm must be a table of settings")
+    bad = [name for name in arms if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name)]
+    if bad:  # an arm's name is the folder of its runs
+        raise SafeMamlError(f"--arms {path}: arm names are letters, digits, '_', '-' and '.', got {bad[0]!r}")
     return {name: _flatten(table) for name, table in arms.items()}
 
 

@@ -92,6 +92,7 @@ def test_compare_arms_file_trains_each_arm_with_its_settings(tmp_path, capsys):
     ("[other]\nx = 1\n", "expected only [arms.NAME] tables"),
     ("[arms]\na = 1\n", "every arm must be a table"),
     ("[arms.a\n", "--arms"),
+    ("[arms.\"../x\"]\nobjective = {name = \"maml\"}\n", "arm names are letters"),
 ])
 def test_bad_arms_are_one_line_exit_2(tmp_path, capsys, text, message):
     arms = tmp_path / "arms.toml"
