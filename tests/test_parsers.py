@@ -135,3 +135,10 @@ def test_every_command_and_option_has_help_and_shows_its_default():
             if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
                 assert "default" in action.help or "".join(f"(default:{action.default}".split()) in text, (name, action.dest)
     assert "safemaml objectives" in commands["train"].format_help()  # where objective parameters are listed
+
+
+def test_strings_with_control_characters_survive_the_toml_round_trip():
+    """Found by the property test above: a string setting holding '\\x1f' was written unescaped, invalid TOML."""
+    for text in ("\x1f", 'a"b\\c', "tab\there\n", "\x7f"):
+        cfg = config_io.override(config_io.preset("nav2d"), {"tasks": text})
+        assert config_io.from_dict(tomllib.loads(config_io.dumps(cfg))).tasks == text
