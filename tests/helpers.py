@@ -1,6 +1,7 @@
 """Small real configurations and data shared by the engine tests."""
 
 import dataclasses
+import signal
 
 import numpy as np
 import torch
@@ -31,3 +32,9 @@ def pre_batch(family="nav2d", K=3, n=4, seed=0, dtype=torch.float64):
     adv = advantages(traj.obs, traj.rewards, traj.mask, 0.99, 1.0)
     return spec, params, traj, adv
 
+
+
+def interruptible() -> None:
+    """A subprocess's preexec_fn: take Ctrl-C's default action, even when the tests run as a background job (whose
+    children inherit SIGINT ignored, so Python would install no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import interruptible
+
 SCRIPT = Path(sys.executable).with_name("safemaml")
 COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "safemaml.cli"]
 TINY = ["--tasks", "nav2d", "--iterations", "2", "--meta-batch-size", "2", "--fast-batch-size", "2",
@@ -333,12 +335,6 @@ def test_read_only_folders_are_one_line_faults(tmp_path, trained):
     with read_only(run):
         assert_error(cli("train", "--resume", "run", "--iterations", "3", cwd=tmp_path), 1, "read-only")
     assert snapshot(run) == before and os.listdir(tmp_path / "ro") == []
-
-
-def interruptible() -> None:
-    """In the child: take Ctrl-C's default action, even when the tests run as a background job (whose children
-    inherit SIGINT ignored, so Python would install no KeyboardInterrupt handler)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _start_long_run(cwd: Path, out: str, *extra: str) -> subprocess.Popen:

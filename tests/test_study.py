@@ -15,6 +15,7 @@ import optuna
 import pytest
 import torch
 
+from helpers import interruptible
 from safemaml.cli import main
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -37,7 +38,7 @@ def worker(directory, *args):
     """A `safemaml study run` in its own process."""
     return subprocess.Popen([sys.executable, "-m", "safemaml.cli", "study", "run", str(directory), *TINY, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C works in a background job too
+                            preexec_fn=interruptible)
 
 
 def summary(directory, run_dir):
