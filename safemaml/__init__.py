@@ -13,6 +13,12 @@ import types
 # effect when safemaml is imported before torch (sampling also runs torch on one thread).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from safemaml.allocator import keep_freed_memory  # noqa: E402
+
+# Freed 64 MB tensors are reused instead of page-faulted in again (safemaml/allocator.py); ≈ 2x
+# faster meta-steps on CPU. Opt out with SAFEMAML_MALLOC=system.
+keep_freed_memory()
+
 from safemaml.envs.gym_envs import register_envs  # noqa: E402
 from safemaml.errors import RunFault, SafeMamlError  # noqa: E402
 
