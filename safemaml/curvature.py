@@ -13,6 +13,8 @@ second-derivative terms vanish because mu_new = mu_old there). So F_T u costs on
 of the policy's forward pass instead of a double backward, and the forward pass is done once.
 
 Settings of `meta.curvature`:
+- "analytic" (default): safemaml/mlp_curvature.py, the exact product with the policy's derivatives
+  written out and its forward pass kept for every product; the same numbers as "exact", faster.
 - "exact": safemaml.fisher.maml_fvp (KL Hessian by double backward), the reference.
 - "gauss-newton": J_T F_T J_T with F_T in Gauss-Newton form: the same product, exact, cheaper.
 - "adapted-fisher": F_T only, J_T taken as I (the Fisher at theta'_T, no inner Hessian): an
@@ -31,10 +33,11 @@ from torch import Tensor
 
 from safemaml.adapt import AdaptConfig, inner_loss
 from safemaml.fisher import _block_hvp, _first, _per_task_copy, jfj_product, maml_fvp
+from safemaml.mlp_curvature import analytic_fvp
 from safemaml.policy import Params, PolicySpec, mean_action
 
 FVP = Callable[[Tensor], Tensor]
-CURVATURES = ("exact", "gauss-newton", "adapted-fisher")
+CURVATURES = ("analytic", "exact", "gauss-newton", "adapted-fisher")
 
 
 def gaussian_kl_fisher(spec: PolicySpec, old: Params, obs: Tensor, mask: Tensor) -> Callable[[Params], Params]:
@@ -95,4 +98,6 @@ def make_fvp(curvature: str, spec: PolicySpec, cfg: AdaptConfig, theta0: Params,
     """The Fisher-vector product that `meta.curvature` names, at theta0."""
     if curvature == "exact":
         return maml_fvp(spec, cfg, theta0, data, subsample)
+    if curvature == "analytic":
+        return analytic_fvp(spec, cfg, theta0, data, subsample)
     return gauss_newton_fvp(spec, cfg, theta0, data, subsample, adaptation_jacobian=curvature == "gauss-newton")

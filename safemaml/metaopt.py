@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from safemaml.curvature import CURVATURES
 from safemaml.errors import SafeMamlError
 from safemaml.policy import Params
 
@@ -32,7 +33,7 @@ class MetaOptConfig:
     ls_backtrack_ratio: float = 0.8
     lr: float = 1e-3  # Adam only
     fvp_subsample: float = 1.0  # fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)
-    curvature: str = "exact"  # TRPO's curvature: exact, gauss-newton, adapted-fisher (safemaml/curvature.py)
+    curvature: str = "analytic"  # TRPO's curvature: one of safemaml.curvature.CURVATURES
 
     def __post_init__(self) -> None:
         if self.name not in ("trpo", "adam"):
@@ -40,9 +41,8 @@ class MetaOptConfig:
         for field in ("max_kl", "lr", "ls_backtrack_ratio"):
             if not getattr(self, field) > 0:
                 raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
-        if self.curvature not in ("exact", "gauss-newton", "adapted-fisher"):
-            raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; "
-                                "known: exact, gauss-newton, adapted-fisher")
+        if self.curvature not in CURVATURES:
+            raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; known: {', '.join(CURVATURES)}")
         if not 0 < self.fvp_subsample <= 1:
             raise SafeMamlError(f"meta.fvp_subsample must be in (0, 1], got {self.fvp_subsample}")
         if self.cg_damping < 0 or self.cg_iters < 1 or self.ls_max_steps < 1:

@@ -18,10 +18,13 @@ def test_conjugate_gradient_solves_spd_system():
     torch.testing.assert_close(A @ x, b)
 
 
-def _meta_data(first_order=False):
-    cfg = tiny_config(**{"adapt.first_order": first_order})
+def _meta_data(first_order=False, edit=None, **overrides):
+    """A real nav2d meta-batch in float64; `edit(params)` changes the initial parameters in place."""
+    cfg = tiny_config(**{"adapt.first_order": first_order, **overrides})
     learner = Learner.create(cfg)
     learner.params = {k: v.double() for k, v in learner.params.items()}
+    if edit is not None:
+        edit(learner.params)
     family = learner.pre_sampler.family
     tasks = family.sample(cfg.meta_batch_size, np.random.default_rng(0))
     pre = learner.pre_sampler.sample(learner.params, tasks, seed=1)

@@ -155,11 +155,11 @@ def test_adams_first_step_is_lr_times_the_gradients_sign_and_its_info():
     assert np.isnan(info["kl"]) and np.isnan(info["loss_after"]) and len(info) == 6
 
 
-@pytest.mark.parametrize("curvature", ["exact", "gauss-newton", "adapted-fisher"])
+@pytest.mark.parametrize("curvature", ["analytic", "exact", "gauss-newton", "adapted-fisher"])
 def test_each_curvature_is_accepted(curvature):
     assert MetaOptConfig(curvature=curvature).curvature == curvature
 
 
 def test_an_unknown_curvature_names_the_known_ones():
-    with pytest.raises(SafeMamlError, match=r"unknown meta.curvature 'fast'; known: exact, gauss-newton, adapted-fisher"):
+    with pytest.raises(SafeMamlError, match=r"unknown meta.curvature 'fast'; known: analytic, exact, gauss-newton, adapted-fisher"):
         MetaOptConfig(curvature="fast")
