@@ -13,6 +13,9 @@ import numpy as np  # noqa: E402
 from safemaml.tasks import TaskFamily  # noqa: E402
 
 COLORS = {"pre": "tab:blue", "post": "tab:orange"}
+# Where Deleu & Bengio (2018, Section 4 and Figure 1) saw negative adaptation after meta-training:
+# "velocities [0.6, 1.1] for Half-Cheetah and [0.6, 1.6] for Ant". Drawn beside ours for comparison.
+PAPER_NEGATIVE_BANDS = {"halfcheetah-vel": (0.6, 1.1), "ant-vel": (0.6, 1.6)}
 LABELS = {"pre": "before adaptation (θ)", "post": "after one step (θ′)"}
 
 
@@ -48,6 +51,7 @@ def before_after_figure(family: TaskFamily, grid: np.ndarray, pre: np.ndarray, p
         ax.axvspan(lo, hi, color="grey", alpha=0.12, label="meta-training range")
         for phase, data in (("pre", pre), ("post", post)):
             _bands(ax, x, data, COLORS[phase], LABELS[phase])
+        _mark_negative_adaptation(ax, family.name, x, pre.mean(1) - post.mean(1))
         ax.set_xlabel(family.param_names[0])
         ax.set_ylabel("return")
     else:
@@ -63,6 +67,17 @@ def before_after_figure(family: TaskFamily, grid: np.ndarray, pre: np.ndarray, p
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _mark_negative_adaptation(ax, family_name: str, x: np.ndarray, gamma: np.ndarray) -> None:
+    """Red ticks under the tasks whose mean Γ > 0 here, and the paper's band (hatched) where it has one."""
+    band = PAPER_NEGATIVE_BANDS.get(family_name)
+    if band is not None:
+        ax.axvspan(*band, facecolor="none", edgecolor="tab:red", hatch="//", alpha=0.5, linewidth=0,
+                   label=f"paper: negative adaptation, [{band[0]:g}, {band[1]:g}]")
+    if (gamma > 0).any():
+        ax.plot(x[gamma > 0], np.full(int((gamma > 0).sum()), 0.02), "|", color="tab:red", markersize=12,
+                transform=ax.get_xaxis_transform(), label="here: mean Γ > 0")
 
 
 def learning_curve(metrics_csv: Path, path: Path, title: str = "") -> None:

@@ -4,6 +4,7 @@
 import matplotlib.image as mpimg
 import numpy as np
 
+from safemaml import report
 from safemaml.report import before_after_figure, learning_curve
 from safemaml.tasks import get_family
 
@@ -37,3 +38,41 @@ def test_before_after_figure_draws_both_phases(tmp_path):
     blue_rows = np.flatnonzero((np.abs(image[..., :3] - BLUE).max(-1) < 0.03).sum(1) > 20)
     orange_rows = np.flatnonzero((np.abs(image[..., :3] - ORANGE).max(-1) < 0.03).sum(1) > 20)
     assert np.median(orange_rows) + 100 < np.median(blue_rows)
+
+
+def _red(image):
+    """Pixels of tab:red drawn opaque (the ticks), not orange."""
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    return int(((r > 0.6) & (g < 0.35) & (b < 0.35)).sum())
+
+
+def _hatch(image):
+    """Pixels of tab:red at half opacity over a light background (the paper's band)."""
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    return int(((r > 0.85) & (g > 0.45) & (g < 0.75) & (np.abs(g - b) < 0.08)).sum())
+
+
+def _figure(tmp_path, name, family, post_shift, **kw):
+    grid = np.array([[0.0], [1.0], [2.0], [3.0]])
+    rng = np.random.default_rng(0)
+    pre = rng.normal(-100, 5, size=(4, 2, 10))
+    post = pre + post_shift[:, None, None] + rng.normal(0, 1, size=(4, 2, 10))
+    before_after_figure(get_family(family), grid, pre, post, tmp_path / name, **kw)
+    return mpimg.imread(tmp_path / name)
+
+
+def test_tasks_with_negative_adaptation_are_marked(tmp_path):
+    improving = np.array([40.0, 40.0, 40.0, 40.0])
+    one_worse = np.array([40.0, -30.0, 40.0, 40.0])  # mean Γ > 0 on the task at velocity 1.0 only
+    clean = _figure(tmp_path, "a.png", "halfcheetah-vel", improving)
+    marked = _figure(tmp_path, "b.png", "halfcheetah-vel", one_worse)
+    assert _red(clean) == 0 and _red(marked) > 20  # the tick under the task (and its legend entry)
+
+
+def test_the_papers_band_is_drawn_where_the_paper_has_one(tmp_path, monkeypatch):
+    improving = np.array([40.0, 40.0, 40.0, 40.0])
+    with_band = _figure(tmp_path, "a.png", "halfcheetah-vel", improving)
+    monkeypatch.delitem(report.PAPER_NEGATIVE_BANDS, "halfcheetah-vel")
+    without = _figure(tmp_path, "b.png", "halfcheetah-vel", improving)
+    assert _hatch(without) < 50 and _hatch(with_band) > 500
+    assert report.PAPER_NEGATIVE_BANDS["ant-vel"] == (0.6, 1.6)  # the paper's Section 4, for Ant
