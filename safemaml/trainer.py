@@ -97,7 +97,11 @@ def policy_spec(cfg: TrainConfig, family) -> PolicySpec:
 
 
 def initial_params(cfg: TrainConfig, spec: PolicySpec, device: torch.device) -> Params:
-    """A fresh policy from the seed, or the parameters of the checkpoint named by `cfg.init`."""
+    """A fresh policy from the seed, or the parameters of the checkpoint named by `cfg.init`.
+
+    A std that is not learned is held at `policy.init_std` in both cases (the checkpoint's log std is
+    replaced): that is how the matched-std control fine-tunes a checkpoint at another run's std.
+    """
     fresh = spec.init(cfg.seed, device)
     if not cfg.init:
         return fresh
@@ -107,7 +111,10 @@ def initial_params(cfg: TrainConfig, spec: PolicySpec, device: torch.device) -> 
     if {k: tuple(v.shape) for k, v in params.items()} != {k: tuple(v.shape) for k, v in fresh.items()}:
         raise SafeMamlError(f"--init {cfg.init}: its policy does not have this run's shape")
     rundir.check_params(params, fresh, path)
-    return {k: v.to(device=device, dtype=fresh[k].dtype) for k, v in params.items()}
+    params = {k: v.to(device=device, dtype=fresh[k].dtype) for k, v in params.items()}
+    if not spec.learn_std:
+        params["log_std"] = fresh["log_std"]
+    return params
 
 
 def _finite(tensors) -> bool:

@@ -267,3 +267,23 @@ def test_a_std_that_is_not_learned_stays_put_through_adaptation_and_meta_steps(t
     grads = torch.autograd.grad(log_prob(spec, params, obs, torch.zeros(5, 2)).sum(), list(params.values()))
     assert torch.equal(grads[-1], torch.zeros(2)) and grads[0].abs().sum() > 0
     assert torch.equal(spec.log_std(params), params["log_std"])  # the same value, only without gradient
+
+
+def test_a_std_that_is_not_learned_is_held_at_init_std_when_fine_tuning(tmp_path):
+    """The matched-std control fine-tunes a checkpoint at another run's std: with --init and
+    policy.learn_std = false the checkpoint's std is replaced by policy.init_std and stays there,
+    while the checkpoint's other parameters are the starting point."""
+    from helpers import tiny_config
+    from safemaml.trainer import Learner, initial_params, load_checkpoint, train
+
+    train(tiny_config(iterations=1, **{"policy.init_std": 0.8}), tmp_path / "base", quiet=True)
+    base = load_checkpoint(tmp_path / "base" / "last.pt")["params"]
+    assert not torch.allclose(base["log_std"], torch.full_like(base["log_std"], math.log(0.3)))
+    cfg = tiny_config(iterations=1, checkpoint_every=1, init=str(tmp_path / "base"),
+                      **{"policy.learn_std": False, "policy.init_std": 0.3})
+    train(cfg, tmp_path / "held", quiet=True)
+    held = load_checkpoint(tmp_path / "held" / "last.pt")["params"]
+    torch.testing.assert_close(held["log_std"], torch.full_like(held["log_std"], math.log(0.3)), rtol=0, atol=0)
+    learned = tiny_config(iterations=1, init=str(tmp_path / "base"), **{"policy.init_std": 0.3})
+    spec = Learner.create(learned).spec  # a learned std starts from the checkpoint's
+    torch.testing.assert_close(initial_params(learned, spec, torch.device("cpu"))["log_std"], base["log_std"])
