@@ -224,8 +224,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         api.validate(arm)
     if args.seeds is not None and args.seed is not None:
         raise SafeMamlError("give --seed or --seeds, not both")
+    if args.band is not None:
+        from safemaml.evaluate import parse_grid
+        from safemaml.tasks import get_family
+
+        try:  # a bad band is refused before any training
+            parse_grid(args.band, get_family(cfg.tasks))
+        except SafeMamlError as err:
+            raise SafeMamlError(str(err).replace("--grid", "--band", 1)) from None
     rows = compare(cfg, arms, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
-                   seeds=args.seeds)
+                   seeds=args.seeds, band=args.band)
     print((Path(args.out) / "comparison.md").read_text(), end="")
     return 0 if rows else 1
 
@@ -411,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, metavar="R",
                    help="independent evaluation rounds per task (default: evaluate's 90, enough power to certify)")
     p.add_argument("--eval-seed", type=int, default=0, help="evaluation seed (the same for every objective)")
+    p.add_argument("--band", metavar="START:STOP:STEP",
+                   help="also evaluate every run on this grid (e.g. where the paper saw negative adaptation): "
+                        "RUN/eval-band and a second set of tables")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for OBJECTIVE/ runs and comparison.md")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(**{k: None for k in TRAIN_FLAGS if k not in ("tasks", "iterations", "seed", "beta", "delta",

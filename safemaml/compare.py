@@ -11,6 +11,9 @@ evaluation seed. Two tables:
   paired over seeds (the unit) on each seed's V-hat and mean Gamma against the first objective.
   It tells two *objectives* apart. With n seeds the smallest two-sided p is 2 / 2^n: at least
   6 seeds are needed for p < 0.05.
+
+The tasks are drawn from p(T) (evaluate's default). `band` evaluates every run a second time on a
+grid (e.g. where the paper saw negative adaptation) into RUN/eval-band, with its own two tables.
 """
 
 from __future__ import annotations
@@ -62,12 +65,15 @@ def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.wilcoxon(x, y).pvalue)
 
 
-def _run(cfg: TrainConfig, run: Path, quiet: bool, eval_kwargs: dict) -> dict:
+def _train(cfg: TrainConfig, run: Path, quiet: bool) -> None:
     done = RunDir(run).has_checkpoint()
     if done:
         _check_same_settings(run, cfg)
     train(cfg, run, resume=done, quiet=quiet)
-    summary = evaluate_run(run, **eval_kwargs)
+
+
+def _evaluate(run: Path, out: Path, eval_kwargs: dict) -> dict:
+    summary = evaluate_run(run, out=out, **eval_kwargs)
     return {k: summary[k] for k in METRICS if k in summary} | {
         "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
 
@@ -119,12 +125,14 @@ def arm_configs(cfg: TrainConfig, arms: dict[str, dict[str, Any]]) -> dict[str, 
 
 def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]], out: Path, trajectories: int = 20,
             repeats: int | None = None, eval_seed: int = 0, quiet: bool = False,
-            seeds: list[int] | None = None) -> list[dict]:
+            seeds: list[int] | None = None, band: str | None = None) -> list[dict]:
     """Train and evaluate every arm on every seed; write comparison.csv (one row per run),
     comparison_objectives.csv (one row per arm) and comparison.md under `out`.
 
     `objectives`: names of objectives (each an arm with the base config), or arms as {name: {setting: value}}
     (an objective with tuned parameters, a control such as a fixed std); the first is the reference.
+    `band` (START:STOP:STEP): also evaluate every run on that grid, into comparison-band.csv,
+    comparison_objectives-band.csv and a second part of comparison.md. Returns the p(T) rows.
     """
     arms = objectives if isinstance(objectives, dict) else {n: {"objective.name": n} for n in objectives}
     configs = arm_configs(cfg, arms)
@@ -134,27 +142,35 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise SafeMamlError(f"--seeds must be distinct, got {seeds}")
     eval_kwargs = {"trajectories": trajectories, "repeats": repeats, "seed": eval_seed, "beta": beta, "delta": delta}
-    rows, gammas = [], {}
+    task_sets = {"": ("eval", {})} | ({"-band": ("eval-band", {"grid_text": band})} if band else {})
+    rows: dict[str, list[dict]] = {suffix: [] for suffix in task_sets}
+    gammas: dict[tuple, np.ndarray] = {}
     for seed in seeds if seeds is not None else [cfg.seed]:
         for name in objectives:
-            run_cfg = config_io.override(configs[name], {"seed": seed})
             run = out / name if seeds is None else out / name / f"seed-{seed}"
-            row = {"objective": name, "seed": seed, **_run(run_cfg, run, quiet, eval_kwargs)}
-            gammas[name, seed] = _task_gammas(run / "eval")
-            row["task_wilcoxon_p"] = (float("nan") if name == objectives[0] else
-                                      paired_wilcoxon(gammas[name, seed], gammas[objectives[0], seed]))
-            rows.append(row)
-    summary = objective_rows(rows, objectives)
+            _train(config_io.override(configs[name], {"seed": seed}), run, quiet)
+            for suffix, (folder, task_kwargs) in task_sets.items():
+                row = {"objective": name, "seed": seed, **_evaluate(run, run / folder, eval_kwargs | task_kwargs)}
+                gammas[suffix, name, seed] = _task_gammas(run / folder)
+                row["task_wilcoxon_p"] = (float("nan") if name == objectives[0] else paired_wilcoxon(
+                    gammas[suffix, name, seed], gammas[suffix, objectives[0], seed]))
+                rows[suffix].append(row)
     out.mkdir(parents=True, exist_ok=True)
-    for path, columns, table in ((out / "comparison.csv", COLUMNS, rows),
-                                 (out / "comparison_objectives.csv", OBJECTIVE_COLUMNS, summary)):
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(table)
-    (out / "comparison.md").write_text(markdown_table(rows, summary, cfg, beta, delta))
+    parts = []
+    for suffix in task_sets:
+        summary = objective_rows(rows[suffix], objectives)
+        for path, columns, table in ((out / f"comparison{suffix}.csv", COLUMNS, rows[suffix]),
+                                     (out / f"comparison_objectives{suffix}.csv", OBJECTIVE_COLUMNS, summary)):
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(table)
+        tasks = (f"Tasks: the grid {band} (RUN/eval-band)" if suffix else
+                 "Tasks: drawn from p(T), the same for every run (RUN/eval)")
+        parts.append(f"{tasks}. " + markdown_table(rows[suffix], summary, cfg, beta, delta))
+    (out / "comparison.md").write_text("\n".join(parts))
     (out / "config.json").write_text(json.dumps(config_io.to_dict(cfg), indent=2, default=list) + "\n")
-    return rows
+    return rows[""]
 
 
 def objective_rows(rows: list[dict], objectives: list[str]) -> list[dict]:

@@ -106,3 +106,40 @@ def test_bad_arms_are_one_line_exit_2(tmp_path, capsys, text, message):
 def test_compare_refuses_objectives_and_arms_together(tmp_path, capsys):
     assert main(["compare", "--tasks", "nav2d", "--objectives", "maml", "--arms", "a.toml", "--out", "x"]) == 2
     assert "--objectives or --arms" in capsys.readouterr().err
+
+
+def test_compare_band_evaluates_every_run_again_on_the_grid(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--tasks", "nav2d", "--objectives", "maml", "cvar", "--seeds", "0", "1",
+                 "--iterations", "1", "--set", "meta_batch_size=2", "--set", "fast_batch_size=2",
+                 "--set", "post_batch_size=2", "--set", "policy.hidden=[8,8]", "--trajectories", "2",
+                 "--repeats", "3", "--band", "-0.5:0.5:0.5", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "Tasks: drawn from p(T)" in text and "Tasks: the grid -0.5:0.5:0.5" in text
+    with (out / "comparison-band.csv").open() as f:
+        band = list(csv.DictReader(f))
+    with (out / "comparison.csv").open() as f:
+        sampled = list(csv.DictReader(f))
+    assert [(r["objective"], r["seed"]) for r in band] == [(o, s) for s in "01" for o in ("maml", "cvar")]
+    for row, other in zip(band, sampled):
+        run = out / row["objective"] / f"seed-{row['seed']}"
+        summary = json.loads((run / "eval-band" / "summary.json").read_text())
+        assert summary["task_set"] == "grid" and float(row["mean_gamma"]) == pytest.approx(summary["mean_gamma"])
+        with (run / "eval-band" / "tasks.csv").open() as f:
+            goals = [(float(r["goal_x"]), float(r["goal_y"])) for r in csv.DictReader(f)]
+        assert goals == [(x, y) for x in (-0.5, 0.0, 0.5) for y in (-0.5, 0.0, 0.5)]
+        sampled_summary = json.loads((run / "eval" / "summary.json").read_text())
+        assert sampled_summary["task_set"] == "sampled from p(T)"
+        assert float(other["mean_gamma"]) == pytest.approx(sampled_summary["mean_gamma"])
+        assert len((run / "metrics.csv").read_text().splitlines()) == 2  # trained once, evaluated twice
+    with (out / "comparison_objectives-band.csv").open() as f:
+        cvar = [r for r in csv.DictReader(f) if r["objective"] == "cvar"][0]
+    gam = {o: [json.loads((out / o / f"seed-{s}" / "eval-band" / "summary.json").read_text())["mean_gamma"]
+               for s in (0, 1)] for o in ("maml", "cvar")}
+    assert float(cvar["mean_gamma_mean"]) == pytest.approx(np.mean(gam["cvar"]))
+
+
+def test_compare_refuses_a_bad_band_before_training(tmp_path, capsys):
+    assert main(["compare", "--tasks", "nav2d", "--objectives", "maml", "--band", "1:0:0.5",
+                 "--out", str(tmp_path / "cmp")]) == 2
+    assert "--band '1:0:0.5': need STEP > 0" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
