@@ -55,8 +55,9 @@ SEED_KEYS = ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "violation
 class Evaluation:
     """The options of `safemaml evaluate` used for every run of the study (the same for all trials)."""
 
-    grid: str | None = None  # None: `sample` tasks drawn from p(T) (evaluate's default, task seed 0)
+    grid: str | None = None  # None: `sample` tasks drawn from p(T) with `task_seed`
     sample: int | None = None
+    task_seed: int = 0
     trajectories: int = 20
     repeats: int = 1
     seed: int = 0
@@ -417,7 +418,8 @@ def evaluate_seed(run: Path, evaluation: Evaluation, device: str) -> dict[str, f
 
     summary = evaluate_run(run, grid_text=evaluation.grid, trajectories=evaluation.trajectories,
                            repeats=evaluation.repeats, seed=evaluation.seed, beta=evaluation.beta,
-                           delta=evaluation.delta, device=device, sample=evaluation.sample)
+                           delta=evaluation.delta, device=device, sample=evaluation.sample,
+                           task_seed=evaluation.task_seed)
     return {k: float("nan") if summary[k] is None else float(summary[k]) for k in SEED_KEYS if k in summary}
 
 

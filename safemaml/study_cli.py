@@ -12,7 +12,7 @@ from safemaml.errors import SafeMamlError
 
 # settings flags: given on a continued study, they must agree with the stored settings
 SETTING_FLAGS = ("config", "tasks", "iterations", "seed", "set", "init", "objective", "seeds", "search", "fix",
-                 "grid", "sample", "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
+                 "grid", "sample", "task_seed", "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
 
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +49,10 @@ def add_parser(sub) -> None:
     p.add_argument("--init", metavar="RUN", help="fine-tuning study: every run starts from the policy of RUN")
     p.add_argument("--device", default="cpu", help="this worker's torch device")
     p.add_argument("--sample", type=int, metavar="N",
-                   help="evaluate on N tasks drawn from p(T) with task seed 0, the same for every trial (default: 40)")
+                   help="evaluate on N tasks drawn from p(T), the same for every trial (default: 40)")
+    p.add_argument("--task-seed", type=int, metavar="S",
+                   help="seed of the --sample draw (default 0, compare's): another seed tunes on other tasks than "
+                        "the comparison evaluates on")
     p.add_argument("--grid", help="evaluate on a grid START:STOP:STEP instead of tasks drawn from p(T)")
     p.add_argument("--trajectories", type=int, help="evaluation trajectories per round (default 20)")
     p.add_argument("--repeats", type=int, help="evaluation rounds (default 1; >= 29 to certify beta = 0.1)")
@@ -84,7 +87,8 @@ def _settings_from_args(args: argparse.Namespace):
     flags.tasks = None  # resolve_config applies it after choosing the family's preset
     base = api.resolve_config(args.config, cli._overrides(flags), tasks=tasks)
     objective = args.objective or base.objective_name
-    evaluation = Evaluation(grid=args.grid, sample=args.sample, trajectories=_or(args.trajectories, 20),
+    evaluation = Evaluation(grid=args.grid, sample=args.sample, task_seed=_or(args.task_seed, 0),
+                            trajectories=_or(args.trajectories, 20),
                             repeats=_or(args.repeats, 1),
                             seed=_or(args.eval_seed, 0), beta=_or(args.eval_beta, 0.1),
                             delta=_or(args.eval_delta, 0.1))

@@ -1,9 +1,11 @@
 """experiments/pick_arms.py: the rule that turns tuning studies into a comparison's arms, on a real study."""
 
+import csv
 import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -12,6 +14,7 @@ import pick_arms  # noqa: E402
 from safemaml.cli import main  # noqa: E402
 from safemaml.compare import arm_configs, load_arms  # noqa: E402
 from helpers import tiny_config  # noqa: E402
+from safemaml.tasks import get_family  # noqa: E402
 
 
 def _t(number, post, v_hat, objective="cvar", std=0.5, **params):
@@ -52,8 +55,16 @@ def test_reads_a_real_study(tmp_path, capsys):
     study = tmp_path / "study-cvar"
     common = ["--tasks", "nav2d", "--iterations", "1", "--set", "meta_batch_size=2", "--set", "fast_batch_size=2",
               "--set", "post_batch_size=2", "--set", "policy.hidden=[8,8]", "--trajectories", "2", "--repeats", "2",
-              "--sample", "3", "--seeds", "1", "--sampler-seed", "0", "--quiet"]
+              "--sample", "3", "--task-seed", "7", "--seeds", "1", "--sampler-seed", "0", "--quiet"]
     assert main(["study", "run", str(study), "--objective", "cvar", "--trials", "3", *common]) == 0
+    # --task-seed: the study tunes on other tasks than compare's (task seed 0) evaluates on
+    expected = get_family("nav2d").sample(3, np.random.default_rng(7))
+    evaluated = sorted(study.glob("runs/trial-*/seed-*/eval/tasks.csv"))
+    assert len(evaluated) == 3
+    for tasks_csv in evaluated:
+        with tasks_csv.open() as f:
+            got = np.array([[float(r["goal_x"]), float(r["goal_y"])] for r in csv.DictReader(f)])
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
     trials = pick_arms.read_trials(study)
     assert len(trials) == 3 and all(t["objective"] == "cvar" and "eta" in t["params"] for t in trials)
     out = tmp_path / "arms.toml"
