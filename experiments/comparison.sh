@@ -1,0 +1,48 @@
+#!/bin/bash
+# Issue 11, points 3 and 4: does a tuned constrained objective reduce negative adaptation, over training seeds?
+# The protocol of docs/results.md ("How the comparison is run"), one resumable stage after another; rerunning
+# the script continues where it stopped (runs resume from last.pt, studies continue to --trials, done stages
+# are skipped).
+#
+# Usage (repository root): bash experiments/comparison.sh nav2d
+#                          bash experiments/comparison.sh halfcheetah-vel
+set -euo pipefail
+family=${1:?usage: bash experiments/comparison.sh nav2d|halfcheetah-vel}
+case $family in
+  nav2d)  # cheap: the MAML base is trained here
+    CFG=experiments/nav2d.toml; BASE=experiments/runs/nav2d-maml-100; BASE_ITERS=100
+    FT=30; TRIALS=12; MAML_TRIALS=8; BAND=() ;;
+  halfcheetah-vel)  # the base is the paper's 500-iteration run
+    CFG=experiments/halfcheetah-vel.toml; BASE=experiments/runs/halfcheetah-vel-maml-500; BASE_ITERS=500
+    FT=20; TRIALS=8; MAML_TRIALS=6; BAND=(--band 0.6:1.1:0.05) ;;
+  *) echo "unknown family $family" >&2; exit 2 ;;
+esac
+OUT=experiments/results/comparison-$family
+SEEDS=(0 1 2 3 4 5)       # the comparison's training seeds: the unit of every test
+STUDY_SEED=100            # the studies tune on seeds 100, 101 and on tasks drawn with task seed 1,
+STUDY=(--seed $STUDY_SEED --seeds 2 --sample 40 --task-seed 1 --repeats 30 --sampler-seed 0 --quiet)
+mkdir -p "$OUT"
+
+# 1. The MAML base, evaluated on 40 tasks from p(T) (task seed 0, 90 rounds).
+if [ ! -f "$BASE/last.pt" ]; then
+  safemaml train --config $CFG --iterations $BASE_ITERS --seed 0 --out $BASE --quiet
+elif [ "$(($(wc -l < $BASE/metrics.csv) - 1))" -lt $BASE_ITERS ]; then
+  safemaml train --resume $BASE --quiet
+fi
+[ -f $BASE/eval/summary.json ] || safemaml evaluate $BASE
+
+# 2. One study per objective, each trial fine-tuning the base for FT meta-iterations (docs/studies.md).
+for objective in lagrangian cvar quantile; do
+  safemaml study run $OUT/study-$objective --config $CFG --init $BASE --iterations $FT \
+      --objective $objective --trials $TRIALS "${STUDY[@]}"
+done
+safemaml study run $OUT/study-maml --config $CFG --init $BASE --iterations $FT --objective maml \
+    --search adapt.fast_lr=0.02:0.5:log --trials $MAML_TRIALS "${STUDY[@]}"
+
+# 3. The arms, by the rule in experiments/pick_arms.py (fixed before the studies ran).
+[ -f $OUT/arms.toml ] || python experiments/pick_arms.py --studies $OUT/study-lagrangian $OUT/study-cvar \
+    $OUT/study-quantile --maml-study $OUT/study-maml --out $OUT/arms.toml
+
+# 4. Every arm fine-tunes the base on every seed; evaluated on p(T) (and on the paper's band).
+safemaml compare --config $CFG --init $BASE --iterations $FT --arms $OUT/arms.toml --seeds "${SEEDS[@]}" \
+    "${BAND[@]}" --out $OUT/compare --quiet
