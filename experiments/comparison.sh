@@ -22,6 +22,10 @@ SEEDS=(0 1 2 3 4 5)       # the comparison's training seeds: the unit of every t
 STUDY_SEED=100            # the studies tune on seeds 100, 101 and on tasks drawn with task seed 1,
 STUDY=(--seed $STUDY_SEED --seeds 2 --sample 40 --task-seed 1 --repeats 30 --sampler-seed 0 --quiet)
 mkdir -p "$OUT"
+# committed: study.db, arms.toml, the comparison tables, every run's config, metrics, checkpoints and evaluation
+# summaries; not committed: the studies' trial runs and the raw per-trajectory returns (≈ 10 MB per evaluation;
+# `safemaml evaluate` regenerates them, same seeds, same numbers)
+[ -f "$OUT/.gitignore" ] || printf 'study-*/runs/\nreturns.csv\n!study-*/study.db\n' > "$OUT/.gitignore"
 
 # 1. The MAML base, evaluated on 40 tasks from p(T) (task seed 0, 90 rounds).
 if [ ! -f "$BASE/last.pt" ]; then
