@@ -90,7 +90,8 @@ def jfj_product(theta0: Params, K: int, fast_lr: float, inner_hvp: Callable[[Par
 
     def fvp(vector: Tensor) -> Tensor:
         parts = dict(zip(names, torch.split(vector, sizes)))
-        v = {k: parts[k].view_as(theta0[k]).unsqueeze(0).expand(K, *theta0[k].shape) for k in names}
+        v = {k: parts[k].to(theta0[k].dtype).view_as(theta0[k]).unsqueeze(0).expand(K, *theta0[k].shape)
+             for k in names}
         z = jacobian(fisher(jacobian(v)))
         return torch.cat([z[k].sum(0).reshape(-1) for k in names])
 

@@ -1,10 +1,10 @@
 """TRPO's exact curvature products for the Gaussian MLP policy, written out by hand (R-operator).
 
 The exact product (safemaml/fisher.py) is (1/K) sum_T J_T F_T J_T v with J_T = I - alpha H_T. By
-autograd each product re-runs two double backward passes over the pre-update data and one over
-the post-update data, rebuilding every time what does not depend on v: the forward activations
-and the backward pass of the inner loss. Here that part is computed once per TRPO step (a
-`Tape`), and each product only pushes the direction through:
+autograd each product back-propagates through the graph of a gradient (twice over the pre-update
+data, once over the post-update data): a double backward pass that differentiates the whole
+backward pass generically. Here the forward activations and the inner loss's backward pass are
+kept once per TRPO step (a `Tape`), and each product pushes only the direction through:
 
 - H_T u, the Hessian of the inner REINFORCE loss, by Pearlmutter's R-operator: a tangent pass
   (R{z_i}, R{h_i}) and the tangent of the backward pass, including the activation's curvature;
@@ -105,17 +105,19 @@ def record(spec: PolicySpec, params: Params, obs: Tensor) -> Tape:
     return Tape(spec, params, inputs, slopes, bends, h, log_std, _std_jacobian(spec, params["log_std"]))
 
 
-def tangent(tape: Tape, u: Params) -> tuple[Tensor, list[Tensor]]:
-    """R{mean} for the parameter direction u, and R{z_i} of every hidden layer (the jvp of the forward)."""
-    r_h, r_z = None, []
+def tangent(tape: Tape, u: Params) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The jvp of the forward pass for the parameter direction u: R{mean}, and R{z_i} and R{h_i}
+    (pre-activation and activation) of every hidden layer."""
+    r_h, r_z, r_hs = None, [], []
     for i in range(tape.spec.num_layers):
         r = _matmul(tape.inputs[i], u[f"w{i}"]) + u[f"b{i}"].unsqueeze(-2)
         if r_h is not None:
             r = r + _matmul(r_h, tape.params[f"w{i}"])
         if i == tape.spec.num_layers - 1:
-            return r, r_z
-        r_z.append(r)
+            return r, r_z, r_hs
         r_h = tape.slopes[i] * r
+        r_z.append(r)
+        r_hs.append(r_h)
 
 
 def backward(tape: Tape, cotangent: Tensor) -> Params:
@@ -136,7 +138,7 @@ def kl_fisher(tape: Tape, mask: Tensor) -> Callable[[Params], Params]:
     std_metric = 2 * weight.sum(1, keepdim=True) * tape.std_jac * tape.std_jac
 
     def product(u: Params) -> Params:
-        r_mean, _ = tangent(tape, u)
+        r_mean, _, _ = tangent(tape, u)
         out = backward(tape, mean_metric * r_mean)
         out["log_std"] = std_metric * u["log_std"]
         return out
@@ -150,7 +152,9 @@ def inner_hessian(tape: Tape, actions: Tensor, adv: Tensor, mask: Tensor) -> Cal
     coef = -(adv * mask) / mask.sum(1, keepdim=True).clamp_min(1.0)  # dL/dlog pi per step
     inv_var = torch.exp(-2 * tape.log_std)
     err = actions - tape.mean
-    coef_err = coef.unsqueeze(-1) * inv_var * err  # dL/dmean = c (a - mu) / sigma^2, [K, N, A]
+    coef_var = coef.unsqueeze(-1) * inv_var  # c / sigma^2, [K, N, A]
+    coef_err = coef_var * err  # dL/dmean = c (a - mu) / sigma^2
+    coef_err_sq = (coef_err * err).sum(1)  # sum_t c (a - mu)^2 / sigma^2, [K, A]
     deltas, d = [], coef_err  # the backward pass of the loss, kept for every product
     for i in reversed(range(tape.spec.num_layers)):
         deltas.insert(0, d)
@@ -160,15 +164,14 @@ def inner_hessian(tape: Tape, actions: Tensor, adv: Tensor, mask: Tensor) -> Cal
              for i, b in enumerate(tape.bends)]
 
     def product(u: Params) -> Params:
-        r_mean, r_z = tangent(tape, u)
+        r_mean, r_z, r_h = tangent(tape, u)
         r_s = tape.std_jac * u["log_std"]  # R{effective log std}
-        r_d = -coef.unsqueeze(-1) * inv_var * (r_mean + 2 * err * r_s.unsqueeze(-2))
-        out = {"log_std": -2 * tape.std_jac * ((coef_err * r_mean).sum(1) + r_s * (coef_err * err).sum(1))}
+        r_d = -(coef_var * r_mean + 2 * coef_err * r_s.unsqueeze(-2))
+        out = {"log_std": -2 * tape.std_jac * ((coef_err * r_mean).sum(1) + r_s * coef_err_sq)}
         for i in reversed(range(tape.spec.num_layers)):
             out[f"w{i}"], out[f"b{i}"] = _weight_grad(r_d, tape.inputs[i]), r_d.sum(1)
             if i > 0:
-                r_h = tape.slopes[i - 1] * r_z[i - 1]
-                out[f"w{i}"] = out[f"w{i}"] + _weight_grad(deltas[i], r_h)
+                out[f"w{i}"] = out[f"w{i}"] + _weight_grad(deltas[i], r_h[i - 1])
                 r_d = (_back(r_d, tape.params[f"w{i}"]) + _back(deltas[i], u[f"w{i}"])) * tape.slopes[i - 1]
                 if curls[i - 1] is not None:
                     r_d = r_d + curls[i - 1] * r_z[i - 1]
@@ -181,12 +184,11 @@ def analytic_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsa
     """TRPO's exact Fisher-vector product through one inner step, by the hand-written products (flat)."""
     pre = _first(data.pre, max(2, math.ceil(subsample * data.pre.rewards.shape[1])))
     post = _first(data.post, max(2, math.ceil(subsample * data.post.rewards.shape[1])))
-    K, m, H = post.rewards.shape
-    fisher = kl_fisher(record(spec, data.sampling_params, post.obs.reshape(K, m * H, -1)), post.mask.reshape(K, -1))
+    K = post.rewards.shape[0]
+    fisher = kl_fisher(record(spec, data.sampling_params, post.obs.flatten(1, 2)), post.mask.flatten(1, 2))
     hessian = None
     if not cfg.first_order:
-        n = pre.rewards.shape[1]
-        tape = record(spec, theta0, pre.obs.reshape(K, n * H, -1))
-        hessian = inner_hessian(tape, pre.actions.reshape(K, n * H, -1), data.pre_adv[:, :n].reshape(K, -1),
-                                pre.mask.reshape(K, -1))
+        tape = record(spec, theta0, pre.obs.flatten(1, 2))
+        hessian = inner_hessian(tape, pre.actions.flatten(1, 2), data.pre_adv[:, :pre.rewards.shape[1]].flatten(1, 2),
+                                pre.mask.flatten(1, 2))
     return jfj_product(theta0, K, cfg.fast_lr, hessian, fisher)

@@ -106,3 +106,53 @@ def test_an_activation_without_derivatives_is_a_clear_error(monkeypatch):
     spec = PolicySpec(2, 2, hidden=(4,), activation="softplus")
     with pytest.raises(SafeMamlError, match="no derivatives for activation 'softplus'.*meta.curvature = 'exact'"):
         record(spec, spec.init(0), torch.zeros(1, 3, 2))
+
+
+def _synthetic(hidden, activation, seed=0):
+    """Random float64 meta-batch of K = 3 tasks: episodes that end at random steps, one task with no step
+    at all before adaptation, and the adapted policies that sampled the post-update data."""
+    from safemaml.adapt import AdaptConfig, adapt_loop
+    from safemaml.metastep import MetaData
+    from safemaml.rollout import Trajectories
+
+    g = torch.Generator().manual_seed(seed)
+    K, n, H, O, A = 3, 4, 6, 5, 2
+    spec = PolicySpec(O, A, hidden=hidden, activation=activation, init_std=0.7)
+    theta = {k: v.double() + 0.1 * torch.randn(v.shape, generator=g, dtype=torch.float64)
+             for k, v in spec.init(seed).items()}
+
+    def phase():
+        ends = torch.randint(1, H + 1, (K, n, 1), generator=g)
+        mask = (torch.arange(H).expand(K, n, H) < ends).double()
+        return Trajectories(torch.randn(K, n, H, O, generator=g, dtype=torch.float64),
+                            torch.randn(K, n, H, A, generator=g, dtype=torch.float64),
+                            torch.randn(K, n, H, generator=g, dtype=torch.float64), mask,
+                            torch.zeros(K, n, H, dtype=torch.float64), torch.zeros(K, 1, dtype=torch.float64))
+
+    pre, post = phase(), phase()
+    pre.mask[1] = 0.0  # a task without a single step before adaptation
+    adv = torch.randn(K, n, H, generator=g, dtype=torch.float64)
+    cfg = AdaptConfig(fast_lr=0.3, vectorize="loop")
+    fast = adapt_loop(spec, cfg, theta, pre.obs, pre.actions, adv, pre.mask)
+    return spec, cfg, theta, MetaData(pre, post, adv, adv, fast)
+
+
+@pytest.mark.parametrize("hidden, activation", [((), "relu"), ((5,), "tanh"), ((4, 3, 5), "relu"),
+                                                ((4, 3, 5), "tanh")])
+def test_analytic_at_any_depth_with_ragged_and_empty_episodes(hidden, activation):
+    """Reference: the mean KL of the adapted policies written with adapt_loop and kl_divergence, Hessian by
+    double backward; independent of safemaml/fisher.py."""
+    from safemaml.adapt import adapt_loop
+    from safemaml.policy import kl_divergence
+
+    spec, cfg, theta, data = _synthetic(hidden, activation)
+    leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
+    adapted = adapt_loop(spec, cfg, leaves, data.pre.obs, data.pre.actions, data.pre_adv, data.pre.mask)
+    K, m, H = data.post.rewards.shape
+    per_step = kl_divergence(spec, data.sampling_params, adapted, data.post.obs.view(K, m * H, -1)).view(K, m, H)
+    kl = ((per_step * data.post.mask).sum((1, 2)) / data.post.mask.sum((1, 2)).clamp_min(1.0)).mean()
+    v = _vector(theta, 8)
+    expected = autograd_fvp(leaves, kl)(v)
+    got = make_fvp("analytic", spec, cfg, theta, data)(v)
+    assert expected.norm() > 0
+    torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-8)
