@@ -36,7 +36,12 @@ fi
 [ -f $BASE/eval/summary.json ] || safemaml evaluate $BASE
 
 # 2. One study per objective, each trial fine-tuning the base for FT meta-iterations (docs/studies.md).
-for objective in lagrangian cvar quantile; do
+# The Lagrangian's multiplier only grows while the training batches violate Eq. 6; from a base that rarely does
+# (nav2d: every trial of a first study kept lambda = 0 and was MAML) it must start positive to act at all, so
+# its study also searches the initial multiplier.
+safemaml study run $OUT/study-lagrangian --config $CFG --init $BASE --iterations $FT --objective lagrangian \
+    --search multiplier=0.1:30:log --trials $TRIALS "${STUDY[@]}"
+for objective in cvar quantile; do
   safemaml study run $OUT/study-$objective --config $CFG --init $BASE --iterations $FT \
       --objective $objective --trials $TRIALS "${STUDY[@]}"
 done
