@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 
-from safemaml.config import from_dict
+from safemaml.config import from_dict, toml_value
 from safemaml.errors import SafeMamlError
 from safemaml.study import is_config_key, open_storage, storage_url
 
@@ -87,18 +87,10 @@ def arms(constrained: list[Trial], maml: Trial | None) -> dict[str, dict[str, ob
     return table
 
 
-def _value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(float(v)) if isinstance(v, float) else str(v)
-
-
 def to_toml(table: dict[str, dict[str, object]], sources: list[str]) -> str:
     lines = ["# Written by experiments/pick_arms.py from " + ", ".join(sources) + " (rule: its docstring)."]
     for name, settings in table.items():
-        lines += ["", f"[arms.{name}]"] + [f"{key} = {_value(value)}" for key, value in settings.items()]
+        lines += ["", f"[arms.{name}]"] + [f"{key} = {toml_value(value)}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -228,10 +228,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from safemaml.evaluate import parse_grid
         from safemaml.tasks import get_family
 
-        try:  # a bad band is refused before any training
-            parse_grid(args.band, get_family(cfg.tasks))
-        except SafeMamlError as err:
-            raise SafeMamlError(str(err).replace("--grid", "--band", 1)) from None
+        parse_grid(args.band, get_family(cfg.tasks), flag="--band")  # a bad band is refused before any training
     rows = compare(cfg, arms, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
                    seeds=args.seeds, band=args.band)
     print((Path(args.out) / "comparison.md").read_text(), end="")

@@ -221,7 +221,8 @@ def override(cfg: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
     return from_dict(data, where="overrides")
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One value as TOML (bool, number, escaped basic string, array); what config files and arms files are written with."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -230,7 +231,7 @@ def _toml_value(value: Any) -> str:
         return '"' + "".join(f"\\u{ord(c):04x}" if c in '"\\' or ord(c) < 0x20 or ord(c) == 0x7F else c
                              for c in value) + '"'
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise SafeMamlError(f"cannot write {value!r} to TOML")
 
 
@@ -238,7 +239,7 @@ def dumps(cfg: TrainConfig) -> str:
     """The resolved config as TOML (round-trips through `from_dict`)."""
     data = to_dict(cfg)
     tables = {k: data.pop(k) for k in (*SECTIONS, "objective")}
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items()]
+    lines = [f"{k} = {toml_value(v)}" for k, v in data.items()]
     for name, table in tables.items():
-        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines += ["", f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"

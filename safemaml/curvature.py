@@ -25,14 +25,13 @@ Settings of `meta.curvature`:
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from safemaml.adapt import AdaptConfig, inner_loss
-from safemaml.fisher import _block_hvp, _first, _per_task_copy, jfj_product, maml_fvp
+from safemaml.fisher import _block_hvp, _per_task_copy, curvature_data, jfj_product, maml_fvp
 from safemaml.mlp_curvature import analytic_fvp
 from safemaml.policy import Params, PolicySpec, mean_action
 
@@ -82,9 +81,7 @@ def gauss_newton_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, s
     With `adaptation_jacobian` the product is exact (equal to fisher.maml_fvp); without it
     J_T = I (the Fisher of the adapted policies only).
     """
-    pre = _first(data.pre, max(2, math.ceil(subsample * data.pre.rewards.shape[1])))
-    post = _first(data.post, max(2, math.ceil(subsample * data.post.rewards.shape[1])))
-    pre_adv = data.pre_adv[:, :pre.rewards.shape[1]]
+    pre, pre_adv, post = curvature_data(data, subsample)
     K, m, H = post.rewards.shape
     fisher = gaussian_kl_fisher(spec, data.sampling_params, post.obs.view(K, m * H, -1), post.mask.view(K, m * H))
     hessian = None

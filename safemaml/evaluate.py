@@ -34,21 +34,21 @@ from safemaml.trainer import derive_seed, policy_spec
 MAX_GRID_TASKS = 10_000
 
 
-def parse_grid(text: str, family: TaskFamily) -> np.ndarray:
+def parse_grid(text: str, family: TaskFamily, flag: str = "--grid") -> np.ndarray:
     """'START:STOP:STEP' (stop included); for a family with several parameters, the same range on
-    every axis (their Cartesian product)."""
+    every axis (their Cartesian product). `flag` names the option in error messages."""
     try:
         start, stop, step = (float(x) for x in text.split(":"))
     except ValueError:
-        raise SafeMamlError(f"--grid must be START:STOP:STEP, got {text!r}") from None
+        raise SafeMamlError(f"{flag} must be START:STOP:STEP, got {text!r}") from None
     if not all(np.isfinite([start, stop, step])):
-        raise SafeMamlError(f"--grid {text!r}: START, STOP and STEP must be finite numbers")
+        raise SafeMamlError(f"{flag} {text!r}: START, STOP and STEP must be finite numbers")
     if step <= 0 or stop < start:
-        raise SafeMamlError(f"--grid {text!r}: need STEP > 0 and STOP >= START")
+        raise SafeMamlError(f"{flag} {text!r}: need STEP > 0 and STOP >= START")
     with np.errstate(over="ignore"):
         span = (stop - start) / step  # STEP-sized intervals; inf when it overflows
     if not span < MAX_GRID_TASKS or (int(span) + 1) ** family.num_params > MAX_GRID_TASKS:
-        raise SafeMamlError(f"--grid {text!r} has more than {MAX_GRID_TASKS} tasks; use a larger STEP")
+        raise SafeMamlError(f"{flag} {text!r} has more than {MAX_GRID_TASKS} tasks; use a larger STEP")
     points = int(np.floor(span + 1e-6)) + 1
     axis = np.round(start + step * np.arange(points), 10)
     mesh = np.meshgrid(*[axis] * family.num_params, indexing="ij")

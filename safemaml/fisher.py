@@ -46,6 +46,14 @@ def _first(traj, count: int):
                                         ("obs", "actions", "rewards", "mask", "log_probs")})
 
 
+def curvature_data(data, subsample: float):
+    """The pre-update trajectories, their advantages and the post-update trajectories that TRPO's curvature
+    is computed from: the first `subsample` fraction of each task's trajectories (at least 2), all at 1.0."""
+    n = max(2, math.ceil(subsample * data.pre.rewards.shape[1]))
+    m = max(2, math.ceil(subsample * data.post.rewards.shape[1]))
+    return _first(data.pre, n), data.pre_adv[:, :n], _first(data.post, m)
+
+
 def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample: float = 1.0) -> FVP:
     """The Fisher-vector product of TRPO's KL through one inner step, at theta0 (flat vectors).
 
@@ -53,10 +61,7 @@ def maml_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample
     common TRPO economy: it shapes only the search direction; the line search still enforces
     the exact KL). 1.0 is exact.
     """
-    n_sub = max(2, math.ceil(subsample * data.pre.rewards.shape[1]))
-    m_sub = max(2, math.ceil(subsample * data.post.rewards.shape[1]))
-    pre, post = _first(data.pre, n_sub), _first(data.post, m_sub)
-    pre_adv = data.pre_adv[:, :n_sub]
+    pre, pre_adv, post = curvature_data(data, subsample)
     K, m, H = post.rewards.shape
     old = data.sampling_params
 

@@ -17,7 +17,6 @@ parity; `meta.curvature = "analytic"`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,7 +25,7 @@ from torch import Tensor
 
 from safemaml.adapt import AdaptConfig
 from safemaml.errors import SafeMamlError
-from safemaml.fisher import FVP, _first, jfj_product
+from safemaml.fisher import FVP, curvature_data, jfj_product
 from safemaml.policy import Params, PolicySpec
 
 
@@ -182,13 +181,12 @@ def inner_hessian(tape: Tape, actions: Tensor, adv: Tensor, mask: Tensor) -> Cal
 
 def analytic_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsample: float = 1.0) -> FVP:
     """TRPO's exact Fisher-vector product through one inner step, by the hand-written products (flat)."""
-    pre = _first(data.pre, max(2, math.ceil(subsample * data.pre.rewards.shape[1])))
-    post = _first(data.post, max(2, math.ceil(subsample * data.post.rewards.shape[1])))
+    pre, pre_adv, post = curvature_data(data, subsample)
     K = post.rewards.shape[0]
     fisher = kl_fisher(record(spec, data.sampling_params, post.obs.flatten(1, 2)), post.mask.flatten(1, 2))
     hessian = None
     if not cfg.first_order:
         tape = record(spec, theta0, pre.obs.flatten(1, 2))
-        hessian = inner_hessian(tape, pre.actions.flatten(1, 2), data.pre_adv[:, :pre.rewards.shape[1]].flatten(1, 2),
+        hessian = inner_hessian(tape, pre.actions.flatten(1, 2), pre_adv.flatten(1, 2),
                                 pre.mask.flatten(1, 2))
     return jfj_product(theta0, K, cfg.fast_lr, hessian, fisher)
