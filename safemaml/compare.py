@@ -2,7 +2,8 @@
 
 Each objective is trained on every seed into OUT/<objective>/seed-<s> (OUT/<objective> when no
 seeds are given; resumed if a run is already there) and evaluated on the same grid with the same
-evaluation seed. Two tables:
+evaluation seed (an evaluation already in the run, of its last checkpoint with the same settings, is reused:
+a comparison stopped part-way resumes without evaluating its finished runs again). Two tables:
 
 - per seed: the metrics of each run, and a task-level Wilcoxon test (paired over evaluation
   tasks, against the first objective on the same seed). It tells two *policies* apart; with
@@ -73,7 +74,7 @@ def _train(cfg: TrainConfig, run: Path, quiet: bool) -> None:
 
 
 def _evaluate(run: Path, out: Path, eval_kwargs: dict) -> dict:
-    summary = evaluate_run(run, out=out, **eval_kwargs)
+    summary = evaluate_run(run, out=out, reuse=True, **eval_kwargs)
     return {k: summary[k] for k in METRICS if k in summary} | {
         "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
 

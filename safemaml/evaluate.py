@@ -145,13 +145,15 @@ def write_tasks_csv(path: Path, family: TaskFamily, tasks: np.ndarray, pre: np.n
 def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = None, trajectories: int = 20,
                  repeats: int | None = None, seed: int = 0, beta: float | None = None,
                  delta: float | None = None, device: str = "cpu", sample: int | None = None,
-                 task_seed: int = 0) -> dict:
+                 task_seed: int = 0, reuse: bool = False) -> dict:
     """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png.
 
     beta and delta default to the run's objective, repeats to DEFAULT_ROUNDS. The certificate
     needs repeats >= 29 rounds to certify anything at beta = 0.1; `min_passing_p` in the summary
     states its power (the smallest p_T that passes with probability >= 0.8).
     Writing into the run folder takes its lock; the output folder is replaced only when complete.
+    `reuse`: return the summary already in `out` instead when it was made from this checkpoint with
+    the same request (a resumed comparison does not evaluate its finished runs again).
     """
     repeats = DEFAULT_ROUNDS if repeats is None else repeats
     if trajectories < 1 or repeats < 1:
@@ -169,18 +171,34 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
         raise SafeMamlError(f"{run} has no finished iteration to evaluate (no last.pt)")
     ckpt = load_checkpoint(folder.last_path)
     check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
-    params = {k: v.to(device) for k, v in ckpt["params"].items()}
     out = Path(out) if out else run / "eval"
+    request = {"grid": grid_text, "sample": sample, "task_seed": task_seed, "trajectories": trajectories,
+               "repeats": repeats, "seed": seed, "beta": beta, "delta": delta, "device": device}
+    if reuse and (earlier := _earlier_summary(out, request, int(ckpt["iteration"]) + 1)) is not None:
+        return earlier
+    params = {k: v.to(device) for k, v in ckpt["params"].items()}
     inside = out.resolve().is_relative_to(run.resolve())
     with folder.lock() if inside else contextlib.nullcontext(), replaced_folder(out) as tmp:
         pre, held, post = sample_before_after(family, cfg, params, tasks, trajectories, repeats, seed,
                                               torch.device(device))
-        summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, trajectories, repeats, beta, delta)
+        summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, trajectories, repeats, beta, delta,
+                         request)
     return summary
 
 
+def _earlier_summary(out: Path, request: dict, iteration: int) -> dict | None:
+    """The summary in `out` if it answers `request` for the checkpoint of `iteration`, else None."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = summary.get("request") == request and summary.get("iteration") == iteration
+    return summary if same and (out / "tasks.csv").is_file() else None
+
+
 def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,
-           post: np.ndarray, ckpt: dict, trajectories: int, repeats: int, beta: float, delta: float) -> dict:
+           post: np.ndarray, ckpt: dict, trajectories: int, repeats: int, beta: float, delta: float,
+           request: dict) -> dict:
     from safemaml.report import before_after_figure
 
     write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
@@ -188,7 +206,8 @@ def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict
     summary = summarize(pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1), beta, delta, intervals=True,
                         rounds=(held, post[:, :, 0]))  # one (held-out pre, post) pair per independent round
     summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(tasks), trajectories=trajectories,
-                   repeats=repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set)
+                   repeats=repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set,
+                   request=request)
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     before_after_figure(family, tasks, pre, post, out / "figure.png",

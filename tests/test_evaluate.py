@@ -200,3 +200,24 @@ def test_grid_is_a_cartesian_product_for_two_parameter_families():
     grid = parse_grid("-1:1:1", get_family("nav2d"))
     assert grid.shape == (9, 2) and {tuple(g) for g in grid} == {(x, y) for x in (-1, 0, 1) for y in (-1, 0, 1)}
     assert parse_grid("0:1:0.5", get_family("halfcheetah-vel"))[:, 0].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_reuse_returns_the_earlier_evaluation_only_for_the_same_checkpoint_and_request(tmp_path):
+    from safemaml.evaluate import evaluate_run
+
+    path = tmp_path / "run"
+    train(tiny_config(iterations=1), path, quiet=True)
+    request = {"sample": 3, "trajectories": 2, "repeats": 2}
+    first = evaluate_run(path, reuse=True, **request)
+    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    assert evaluate_run(path, reuse=True, **request) == first
+    assert (path / "eval" / "returns.csv").stat().st_mtime_ns == stamp  # not evaluated again
+    assert evaluate_run(path, reuse=True, **request | {"repeats": 3})["repeats"] == 3  # another request
+    evaluate_run(path, reuse=True, **request)
+    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    train(tiny_config(iterations=2), path, resume=True, quiet=True)
+    assert evaluate_run(path, reuse=True, **request)["iteration"] == 2  # a newer checkpoint
+    assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
+    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    evaluate_run(path, **request)  # without reuse: always evaluated
+    assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
