@@ -419,7 +419,7 @@ def evaluate_seed(run: Path, evaluation: Evaluation, device: str) -> dict[str, f
     summary = evaluate_run(run, grid_text=evaluation.grid, trajectories=evaluation.trajectories,
                            repeats=evaluation.repeats, seed=evaluation.seed, beta=evaluation.beta,
                            delta=evaluation.delta, device=device, sample=evaluation.sample,
-                           task_seed=evaluation.task_seed)
+                           task_seed=evaluation.task_seed, reuse=True)
     return {k: float("nan") if summary[k] is None else float(summary[k]) for k in SEED_KEYS if k in summary}
 
 
