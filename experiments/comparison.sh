@@ -5,8 +5,13 @@
 # are skipped).
 #
 # Usage (repository root): bash experiments/comparison.sh nav2d
-#                          bash experiments/comparison.sh halfcheetah-vel
+#                          WORKERS=2 bash experiments/comparison.sh halfcheetah-vel
+# WORKERS=2 runs two processes at a time (one core each): two workers per study (the second without a
+# sampler seed, so the two propose different trials; docs/studies.md), and the comparison's seeds in two
+# halves, then once over all seeds, which reuses every run and evaluation and writes the tables. The tables
+# are the same as with one worker; only which trials the studies try depends on the workers' timing.
 set -euo pipefail
+WORKERS=${WORKERS:-1}
 family=${1:?usage: bash experiments/comparison.sh nav2d|halfcheetah-vel}
 case $family in
   nav2d)  # cheap: the MAML base is trained here
@@ -20,7 +25,18 @@ esac
 OUT=experiments/results/comparison-$family
 SEEDS=(0 1 2 3 4 5)       # the comparison's training seeds: the unit of every test
 STUDY_SEED=100            # the studies tune on seeds 100, 101 and on tasks drawn with task seed 1,
-STUDY=(--seed $STUDY_SEED --seeds 2 --sample 40 --task-seed 1 --repeats 30 --sampler-seed 0 --quiet)
+STUDY=(--seed $STUDY_SEED --seeds 2 --sample 40 --task-seed 1 --repeats 30 --quiet)
+
+study() {  # study DIR ARGS...: one worker with the sampler seed 0, and a second one when WORKERS=2
+  if [ "$WORKERS" -gt 1 ]; then
+    safemaml study run "$@" "${STUDY[@]}" --sampler-seed 0 & local first=$!
+    sleep 30  # the first worker creates the study
+    safemaml study run "$@" "${STUDY[@]}"
+    wait $first
+  else
+    safemaml study run "$@" "${STUDY[@]}" --sampler-seed 0
+  fi
+}
 mkdir -p "$OUT"
 # committed: study.db, arms.toml, the comparison tables, every run's config, metrics, checkpoints and evaluation
 # summaries; not committed: the studies' trial runs and the raw per-trajectory returns (≈ 10 MB per evaluation;
@@ -39,19 +55,24 @@ fi
 # The Lagrangian's multiplier only grows while the training batches violate Eq. 6; from a base that rarely does
 # (nav2d: every trial of a first study kept lambda = 0 and was MAML) it must start positive to act at all, so
 # its study also searches the initial multiplier.
-safemaml study run $OUT/study-lagrangian --config $CFG --init $BASE --iterations $FT --objective lagrangian \
-    --search multiplier=0.1:30:log --trials $TRIALS "${STUDY[@]}"
+study $OUT/study-lagrangian --config $CFG --init $BASE --iterations $FT --objective lagrangian \
+    --search multiplier=0.1:30:log --trials $TRIALS
 for objective in cvar quantile; do
-  safemaml study run $OUT/study-$objective --config $CFG --init $BASE --iterations $FT \
-      --objective $objective --trials $TRIALS "${STUDY[@]}"
+  study $OUT/study-$objective --config $CFG --init $BASE --iterations $FT --objective $objective --trials $TRIALS
 done
-safemaml study run $OUT/study-maml --config $CFG --init $BASE --iterations $FT --objective maml \
-    --search adapt.fast_lr=0.02:0.5:log --trials $MAML_TRIALS "${STUDY[@]}"
+study $OUT/study-maml --config $CFG --init $BASE --iterations $FT --objective maml \
+    --search adapt.fast_lr=0.02:0.5:log --trials $MAML_TRIALS
 
 # 3. The arms, by the rule in experiments/pick_arms.py (fixed before the studies ran).
 [ -f $OUT/arms.toml ] || python experiments/pick_arms.py --studies $OUT/study-lagrangian $OUT/study-cvar \
     $OUT/study-quantile --maml-study $OUT/study-maml --out $OUT/arms.toml
 
 # 4. Every arm fine-tunes the base on every seed; evaluated on p(T) (and on the paper's band).
-safemaml compare --config $CFG --init $BASE --iterations $FT --arms $OUT/arms.toml --seeds "${SEEDS[@]}" \
-    "${BAND[@]}" --out $OUT/compare --quiet
+COMPARE=(--config $CFG --init $BASE --iterations $FT --arms $OUT/arms.toml "${BAND[@]}" --out $OUT/compare --quiet)
+if [ "$WORKERS" -gt 1 ]; then
+  half=$(( ${#SEEDS[@]} / 2 ))
+  safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:0:$half}" & first=$!
+  safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:$half}"
+  wait $first
+fi
+safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]}"
