@@ -36,11 +36,13 @@ from safemaml.rundir import RunDir
 from safemaml.trainer import train
 
 METRICS = ["pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
-           "certified_fraction", "certified", "action_std"]
+           "certified_fraction", "certified", "action_std", "min_passing_p"]
 COLUMNS = ["objective", "seed", *METRICS[:3], "mean_gamma_ci", *METRICS[3:], "task_wilcoxon_p"]
-SEED_TESTED = ["violation_rate", "mean_gamma"]  # the seed-level metrics the objective-level test compares
+# the endpoints compared over seeds: the violation rate and the share of tasks with mean Gamma > 0 (the effect),
+# mean Gamma, the post-update return (its cost), the pre-update return (sandbagging), the action std (a confound)
+SEED_TESTED = ["violation_rate", "frac_negative", "mean_gamma", "post_return", "pre_return", "action_std"]
 OBJECTIVE_COLUMNS = ["objective", "seeds", *[f"{m}_mean" for m in METRICS],
-                     *[f"seed_wilcoxon_p_{m}" for m in SEED_TESTED]]
+                     *[f"{key}_{m}" for m in SEED_TESTED for key in ("diff", "diff_lo", "diff_hi", "seed_wilcoxon_p")]]
 
 
 def _task_gammas(eval_dir: Path) -> np.ndarray:
@@ -178,7 +180,7 @@ def objective_rows(rows: list[dict], objectives: list[str]) -> list[dict]:
     """Means over seeds per objective, and the seed-paired Wilcoxon test against the first objective."""
     def seed_values(name: str, metric: str) -> np.ndarray:
         ordered = sorted((r for r in rows if r["objective"] == name), key=lambda r: r["seed"])
-        return np.array([float(r.get(metric, np.nan)) for r in ordered])
+        return np.array([np.nan if r.get(metric) is None else float(r[metric]) for r in ordered])
 
     out = []
     for name in objectives:
@@ -186,10 +188,23 @@ def objective_rows(rows: list[dict], objectives: list[str]) -> list[dict]:
         row |= {f"{m}_mean": float(np.mean(seed_values(name, m))) for m in METRICS
                 if any(m in r for r in rows)}
         for m in SEED_TESTED:
-            row[f"seed_wilcoxon_p_{m}"] = (float("nan") if name == objectives[0] else
-                                           paired_wilcoxon(seed_values(name, m), seed_values(objectives[0], m)))
+            x, y = seed_values(name, m), seed_values(objectives[0], m)
+            reference = name == objectives[0]
+            row[f"diff_{m}"], row[f"diff_lo_{m}"], row[f"diff_hi_{m}"] = (
+                (float("nan"),) * 3 if reference else paired_t_interval(x, y))
+            row[f"seed_wilcoxon_p_{m}"] = float("nan") if reference else paired_wilcoxon(x, y)
         out.append(row)
     return out
+
+
+def paired_t_interval(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of x - y over the pairs (seeds) and its t confidence interval; NaN bounds below two pairs."""
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    mean = float(np.mean(d))
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
 
 
 def _p(value: float) -> str:
@@ -201,9 +216,13 @@ def _f(row: dict, key: str) -> str:
 
 
 def markdown_table(rows: list[dict], summary: list[dict], cfg: TrainConfig, beta: float, delta: float) -> str:
+    """comparison.md: per run, means per objective, and each arm's differences from the first over seeds."""
     seeds = sorted({r["seed"] for r in rows})
+    power = sorted({f"{r['min_passing_p']:.3f}" for r in rows if r.get("min_passing_p") is not None})
+    power_text = (f"a task passes its per-task test with probability >= 0.8 when p_T >= {' or '.join(power)} "
+                  "(min_passing_p)" if power else "none: with so few rounds no task can pass its per-task test")
     head = (f"{cfg.tasks}, {cfg.iterations} meta-iterations, seeds {', '.join(map(str, seeds))}, "
-            f"beta = {beta}, delta = {delta}\n\n"
+            f"beta = {beta}, delta = {delta}. The certificate's power: {power_text}.\n\n"
             "Per run (task-level Wilcoxon: paired over evaluation tasks against the first objective on the same "
             "seed; it compares two policies):\n\n"
             "| objective | seed | pre | post | mean Γ [95% CI] | CVaR_δ Γ | tasks Γ>0 | V̂ | certified fraction | "
@@ -214,13 +233,29 @@ def markdown_table(rows: list[dict], summary: list[dict], cfg: TrainConfig, beta
              f"{r['violation_rate']:.2f} | {r['certified_fraction']:.2f} | {'yes' if r['certified'] else 'no'} | "
              f"{_f(r, 'action_std')} | {_p(r['task_wilcoxon_p'])} |" for r in rows]
     n = len(seeds)
-    objective_head = (f"\nPer objective, means over {n} seeds (objective-level test: Wilcoxon signed-rank paired "
-                      f"over seeds, the unit, n = {n}, against the first objective; the smallest possible "
-                      f"two-sided p is {2 / 2 ** n:.3g}):\n\n"
-                      "| objective | seeds | post | mean Γ | V̂ | certified | seed-level p (V̂) | "
-                      "seed-level p (mean Γ) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
-    objective_lines = [f"| {s['objective']} | {s['seeds']} | {s['post_return_mean']:.2f} | "
-                       f"{s['mean_gamma_mean']:.2f} | {s['violation_rate_mean']:.2f} | {s['certified_mean']:.2f} | "
-                       f"{_p(s['seed_wilcoxon_p_violation_rate'])} | {_p(s['seed_wilcoxon_p_mean_gamma'])} |"
-                       for s in summary]
-    return head + "\n".join(lines) + "\n" + objective_head + "\n".join(objective_lines) + "\n"
+    means_head = (f"\nPer objective, means over {n} seeds:\n\n"
+                  "| objective | seeds | pre | post | mean Γ | tasks Γ>0 | V̂ | certified | action std |\n"
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    means = [f"| {s['objective']} | {s['seeds']} | {s['pre_return_mean']:.2f} | {s['post_return_mean']:.2f} | "
+             f"{s['mean_gamma_mean']:.2f} | {s['frac_negative_mean']:.2f} | {s['violation_rate_mean']:.2f} | "
+             f"{s['certified_mean']:.2f} | {_f(s, 'action_std_mean')} |" for s in summary]
+    return (head + "\n".join(lines) + "\n" + means_head + "\n".join(means) + "\n"
+            + difference_table(summary, n))
+
+
+def difference_table(summary: list[dict], n: int) -> str:
+    """Each arm minus the first, paired over seeds: mean difference [95% t-interval] and Wilcoxon p."""
+    labels = {"violation_rate": "V̂", "frac_negative": "tasks Γ>0", "mean_gamma": "mean Γ",
+              "post_return": "post", "pre_return": "pre", "action_std": "action std"}
+    head = (f"\nEach arm minus {summary[0]['objective']}, paired over the {n} seeds (the unit): mean difference "
+            f"[95% t-interval] (p of the Wilcoxon signed-rank test over seeds; the smallest possible two-sided "
+            f"p is {2 / 2 ** n:.3g}):\n\n| objective | " + " | ".join(labels[m] for m in SEED_TESTED) + " |\n"
+            "|---|" + "---:|" * len(SEED_TESTED) + "\n")
+
+    def cell(s: dict, m: str) -> str:
+        if np.isnan(s[f"diff_{m}"]):
+            return "—"
+        return (f"{s[f'diff_{m}']:+.3g} [{s[f'diff_lo_{m}']:+.3g}, {s[f'diff_hi_{m}']:+.3g}] "
+                f"(p {_p(s[f'seed_wilcoxon_p_{m}'])})")
+    return head + "\n".join(f"| {s['objective']} | " + " | ".join(cell(s, m) for m in SEED_TESTED) + " |"
+                             for s in summary[1:]) + "\n"

@@ -37,14 +37,15 @@ def test_compare_seeds_has_per_seed_rows_and_a_test_paired_over_seeds(tmp_path, 
                  "--iterations", "2", "--beta", "0.3", "--delta", "0.5", "--set", "meta_batch_size=2", "--set", "fast_batch_size=2",
                  "--set", "post_batch_size=2", "--set", "policy.hidden=[8,8]", "--trajectories", "2",
                  "--repeats", "3", "--out", str(out), "--quiet"]) == 0
-    assert "paired over seeds" in capsys.readouterr().out
+    assert "paired over the 3 seeds (the unit)" in capsys.readouterr().out
     with (out / "comparison.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [(r["objective"], r["seed"]) for r in table] == [(o, s) for s in "012" for o in ("maml", "cvar")]
     seed_level = {}
     for name in ("maml", "cvar"):  # from the runs' own files, not from the code under test
         summaries = [json.loads((out / name / f"seed-{s}" / "eval" / "summary.json").read_text()) for s in range(3)]
-        seed_level[name] = {m: np.array([s[m] for s in summaries]) for m in ("violation_rate", "mean_gamma")}
+        seed_level[name] = {m: np.array([s[m] for s in summaries])
+                            for m in ("violation_rate", "mean_gamma", "post_return", "pre_return", "action_std")}
         configs = [(out / name / f"seed-{s}" / "config.toml").read_text() for s in range(3)]
         assert [f"seed = {s}" in c for s, c in enumerate(configs)] == [True] * 3
     with (out / "comparison_objectives.csv").open() as f:
@@ -56,9 +57,24 @@ def test_compare_seeds_has_per_seed_rows_and_a_test_paired_over_seeds(tmp_path, 
         expected = np.nan if np.all(x == y) else stats.wilcoxon(x, y).pvalue
         assert float(objectives["cvar"][f"seed_wilcoxon_p_{metric}"]) == pytest.approx(expected, nan_ok=True)
     assert np.isfinite(float(objectives["cvar"]["seed_wilcoxon_p_mean_gamma"]))
+    for metric in ("post_return", "pre_return", "action_std"):  # the cost, sandbagging, the std confound
+        x, y = seed_level["cvar"][metric], seed_level["maml"][metric]
+        interval = stats.ttest_rel(x, y).confidence_interval(0.95)
+        assert float(objectives["cvar"][f"diff_{metric}"]) == pytest.approx(np.mean(x - y))
+        assert float(objectives["cvar"][f"diff_lo_{metric}"]) == pytest.approx(interval.low)
+        assert float(objectives["cvar"][f"diff_hi_{metric}"]) == pytest.approx(interval.high)
+        assert objectives["maml"][f"diff_{metric}"] == "nan"  # the reference has no difference from itself
+    report = (out / "comparison.md").read_text()
+    assert "Each arm minus maml, paired over the 3 seeds" in report
+    power = seed_level_power(out)  # 3 rounds: even p_T = 1 cannot pass at beta = 0.3
+    assert power is None and "no task can pass its per-task test" in report
     # the task-level test stays, per seed, as a secondary column
     g = {name: _task_gammas(out / name / "seed-1" / "eval" / "tasks.csv") for name in ("maml", "cvar")}
     assert float(table[3]["task_wilcoxon_p"]) == pytest.approx(stats.wilcoxon(g["cvar"], g["maml"]).pvalue)
+
+
+def seed_level_power(out):
+    return json.loads((out / "maml" / "seed-0" / "eval" / "summary.json").read_text())["min_passing_p"]
 
 
 def test_compare_refuses_seed_and_seeds_together(capsys):
@@ -143,3 +159,17 @@ def test_compare_refuses_a_bad_band_before_training(tmp_path, capsys):
     assert main(["compare", "--tasks", "nav2d", "--objectives", "maml", "--band", "1:0:0.5",
                  "--out", str(tmp_path / "cmp")]) == 2
     assert "--band '1:0:0.5': need STEP > 0" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
+
+
+def test_comparison_md_states_the_certificates_power():
+    from safemaml.compare import markdown_table, objective_rows
+
+    rows = [{"objective": o, "seed": s, "pre_return": -3.0, "post_return": -2.0 - s, "mean_gamma": -1.0,
+             "mean_gamma_ci": "[-2.00, 0.00]", "cvar_gamma": 0.5, "frac_negative": 0.1, "violation_rate": v,
+             "certified_fraction": 0.8, "certified": False, "action_std": 0.5, "min_passing_p": 0.9655,
+             "task_wilcoxon_p": float("nan")} for s in (0, 1) for o, v in (("maml", 0.2), ("cvar", 0.1))]
+    summary = objective_rows(rows, ["maml", "cvar"])
+    text = markdown_table(rows, summary, tiny_config(), 0.1, 0.1)
+    assert "probability >= 0.8 when p_T >= 0.966 (min_passing_p)" in text
+    # V-hat lower by 0.1 on both seeds: the interval is a point, Wilcoxon has too few pairs to be small
+    assert "| cvar | -0.1 [-0.1, -0.1] (p 0.5)" in text
