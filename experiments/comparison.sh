@@ -12,6 +12,7 @@
 # are the same as with one worker; only which trials the studies try depends on the workers' timing.
 set -euo pipefail
 WORKERS=${WORKERS:-1}
+case $WORKERS in 1|2) ;; *) echo "WORKERS must be 1 or 2, got $WORKERS" >&2; exit 2 ;; esac
 family=${1:?usage: bash experiments/comparison.sh nav2d|halfcheetah-vel}
 case $family in
   nav2d)  # cheap: the MAML base is trained here
@@ -27,12 +28,21 @@ SEEDS=(0 1 2 3 4 5)       # the comparison's training seeds: the unit of every t
 STUDY_SEED=100            # the studies tune on seeds 100, 101 and on tasks drawn with task seed 1,
 STUDY=(--seed $STUDY_SEED --seeds 2 --sample 40 --task-seed 1 --repeats 30 --quiet)
 
+# A background process started with `&` ignores Ctrl-C (SIGINT) in a script: if the script stops (Ctrl-C, an
+# error), send the other worker SIGTERM, which safemaml handles as Ctrl-C (its trial is retried on the next run).
+stop_other() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+in_pair() {  # in_pair "CMD1 ARGS" CMD2 ARGS...: CMD1 in the background, CMD2 in the foreground, both must succeed
+  eval "exec $1" & local first=$!
+  trap "stop_other $first" EXIT
+  shift; sleep "${PAIR_DELAY:-0}"; "$@"
+  wait $first
+  trap - EXIT
+}
+
 study() {  # study DIR ARGS...: one worker with the sampler seed 0, and a second one when WORKERS=2
-  if [ "$WORKERS" -gt 1 ]; then
-    safemaml study run "$@" "${STUDY[@]}" --sampler-seed 0 & local first=$!
-    sleep 30  # the first worker creates the study
-    safemaml study run "$@" "${STUDY[@]}"
-    wait $first
+  if [ "$WORKERS" -gt 1 ]; then  # the first worker creates the study; the second starts 30 s later
+    PAIR_DELAY=30 in_pair "$(printf '%q ' safemaml study run "$@" "${STUDY[@]}" --sampler-seed 0)" \
+        safemaml study run "$@" "${STUDY[@]}"
   else
     safemaml study run "$@" "${STUDY[@]}" --sampler-seed 0
   fi
@@ -69,10 +79,9 @@ study $OUT/study-maml --config $CFG --init $BASE --iterations $FT --objective ma
 
 # 4. Every arm fine-tunes the base on every seed; evaluated on p(T) (and on the paper's band).
 COMPARE=(--config $CFG --init $BASE --iterations $FT --arms $OUT/arms.toml "${BAND[@]}" --out $OUT/compare --quiet)
-if [ "$WORKERS" -gt 1 ]; then
+if [ "$WORKERS" -gt 1 ]; then  # the halves' tables (over three seeds each) are overwritten by the last pass
   half=$(( ${#SEEDS[@]} / 2 ))
-  safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:0:$half}" & first=$!
-  safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:$half}"
-  wait $first
+  in_pair "$(printf '%q ' safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:0:$half}")" \
+      safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:$half}"
 fi
 safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]}"

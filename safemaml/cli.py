@@ -11,7 +11,9 @@ import difflib
 import inspect
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -467,7 +469,23 @@ def _did_you_mean(parser: argparse.ArgumentParser, args: argparse.Namespace, ext
     return SafeMamlError(f"unknown {kind} {flag}{hint}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `safemaml` command. SIGTERM (a scheduler's stop, `kill`) stops it as Ctrl-C does: a run keeps its
+    last finished iteration and says how to resume, a study queues its trial again."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from safemaml.rundir import os_error_message
 
     try:

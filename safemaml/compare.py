@@ -212,7 +212,8 @@ def _p(value: float) -> str:
 
 
 def _f(row: dict, key: str) -> str:
-    return f"{row[key]:.2f}" if key in row else "—"
+    value = row.get(key)
+    return "—" if value is None or np.isnan(value) else f"{value:.2f}"
 
 
 def markdown_table(rows: list[dict], summary: list[dict], cfg: TrainConfig, beta: float, delta: float) -> str:
@@ -249,7 +250,7 @@ def difference_table(summary: list[dict], n: int) -> str:
               "post_return": "post", "pre_return": "pre", "action_std": "action std"}
     head = (f"\nEach arm minus {summary[0]['objective']}, paired over the {n} seeds (the unit): mean difference "
             f"[95% t-interval] (p of the Wilcoxon signed-rank test over seeds; the smallest possible two-sided "
-            f"p is {2 / 2 ** n:.3g}):\n\n| objective | " + " | ".join(labels[m] for m in SEED_TESTED) + " |\n"
+            f"p is {2 / 2 ** n:.3g}, larger where seeds tie, e.g. both V̂ = 0, as the test drops them):\n\n| objective | " + " | ".join(labels[m] for m in SEED_TESTED) + " |\n"
             "|---|" + "---:|" * len(SEED_TESTED) + "\n")
 
     def cell(s: dict, m: str) -> str:

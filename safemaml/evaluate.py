@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -55,6 +56,9 @@ def parse_grid(text: str, family: TaskFamily, flag: str = "--grid") -> np.ndarra
     return family.validate(np.stack(mesh, axis=-1).reshape(-1, family.num_params))
 
 
+# bump when a change to sampling, the statistics or the files changes what an evaluation writes: an evaluation
+# made by another version is then not reused (evaluate_run's `reuse`)
+EVAL_VERSION = 1
 DEFAULT_ROUNDS = 90  # from 89 rounds on, p_T = 0.97 passes (beta = 0.1, alpha1 = 0.05) w.p. >= 0.8; at 90: 0.87
 DEFAULT_SAMPLE = 40  # tasks drawn from p(T) when neither --sample nor --grid is given
 
@@ -152,8 +156,9 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     needs repeats >= 29 rounds to certify anything at beta = 0.1; `min_passing_p` in the summary
     states its power (the smallest p_T that passes with probability >= 0.8).
     Writing into the run folder takes its lock; the output folder is replaced only when complete.
-    `reuse`: return the summary already in `out` instead when it was made from this checkpoint with
-    the same request (a resumed comparison does not evaluate its finished runs again).
+    `reuse`: return the summary already in `out` instead when it was made from this checkpoint (the same
+    last.pt bytes) with the same request and EVAL_VERSION (a resumed comparison does not evaluate its
+    finished runs again).
     """
     repeats = DEFAULT_ROUNDS if repeats is None else repeats
     if trajectories < 1 or repeats < 1:
@@ -173,7 +178,8 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
     out = Path(out) if out else run / "eval"
     request = {"grid": grid_text, "sample": sample, "task_seed": task_seed, "trajectories": trajectories,
-               "repeats": repeats, "seed": seed, "beta": beta, "delta": delta, "device": device}
+               "repeats": repeats, "seed": seed, "beta": beta, "delta": delta, "device": device,
+               "version": EVAL_VERSION, "checkpoint_sha256": hashlib.sha256(folder.last_path.read_bytes()).hexdigest()}
     if reuse and (earlier := _earlier_summary(out, request, int(ckpt["iteration"]) + 1)) is not None:
         return earlier
     params = {k: v.to(device) for k, v in ckpt["params"].items()}

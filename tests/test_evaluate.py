@@ -215,6 +215,15 @@ def test_reuse_returns_the_earlier_evaluation_only_for_the_same_checkpoint_and_r
     assert evaluate_run(path, reuse=True, **request | {"repeats": 3})["repeats"] == 3  # another request
     evaluate_run(path, reuse=True, **request)
     stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    other = tmp_path / "other"  # another checkpoint of the same iteration, copied over last.pt
+    train(tiny_config(iterations=1, seed=5), other, quiet=True)
+    own = (path / "last.pt").read_bytes()
+    (path / "last.pt").write_bytes((other / "last.pt").read_bytes())
+    evaluate_run(path, reuse=True, **request)
+    assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
+    (path / "last.pt").write_bytes(own)  # back to its own
+    evaluate_run(path, reuse=True, **request)
+    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
     train(tiny_config(iterations=2), path, resume=True, quiet=True)
     assert evaluate_run(path, reuse=True, **request)["iteration"] == 2  # a newer checkpoint
     assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp

@@ -166,11 +166,12 @@ def test_killed_worker_trial_is_failed_retried_and_continues_its_runs(tmp_path):
     assert len(rows) == 5 and rows[:len(kept)] == kept
 
 
-def test_ctrl_c_stops_cleanly_with_a_hint_and_queues_the_trial_again(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill or a scheduler's stop
+def test_ctrl_c_stops_cleanly_with_a_hint_and_queues_the_trial_again(tmp_path, signum):
     d = tmp_path / "s"
     w = worker(d, "--seeds", "1", "--trials", "1", "--iterations", "30")
     _wait_for(d / "runs" / "trial-0000" / "seed-0" / "last.pt", w)
-    w.send_signal(signal.SIGINT)
+    w.send_signal(signum)
     _, err = w.communicate(timeout=60)
     assert w.returncode == 130
     assert f"Continue with: safemaml study run {d} --trials 1" in err and "Traceback" not in err
