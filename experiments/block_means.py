@@ -4,7 +4,7 @@ meta-iterations, the numbers docs/learning.md quotes.
 Iterations are counted from 1 as the training log prints them (metrics.csv's `iteration` column counts from 0).
 A block past the run's last iteration is an error, not an empty row.
 
-Usage: python experiments/block_means.py RUN [--blocks 1-5 96-100 496-500]
+Usage: python experiments/block_means.py RUN [--blocks 1-5 96-100 496-500] [--timings]
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ COLUMNS = {  # metrics.csv column -> table header, in table order
     "frac_negative": "tasks with Γ > 0",
     "violation_rate": "V̂",
     "action_std": "action std",
-    "time_sampling": "s sampling",
-    "time_optimize": "s meta-step",
 }
+TIMINGS = {"time_sampling": "s sampling", "time_optimize": "s meta-step"}  # wall time: includes any pause
 
 
 def parse_block(text: str) -> tuple[int, int]:
@@ -38,20 +37,21 @@ def parse_block(text: str) -> tuple[int, int]:
     return first, last
 
 
-def block_means(rows: list[dict[str, str]], first: int, last: int) -> dict[str, float]:
-    """Mean of every known column over iterations first..last (counted from 1)."""
+def block_means(rows: list[dict[str, str]], first: int, last: int, columns: dict[str, str]) -> dict[str, float]:
+    """Mean of each of `columns` (those the run has) over iterations first..last (counted from 1)."""
     block = [row for row in rows if first <= int(row["iteration"]) + 1 <= last]
     if len(block) != last - first + 1:
         raise SystemExit(f"error: the run has {len(rows)} iterations; block {first}-{last} is not complete")
     return {column: statistics.fmean(float(row[column]) for row in block)
-            for column in COLUMNS if column in block[0]}
+            for column in columns if column in block[0]}
 
 
-def table(rows: list[dict[str, str]], blocks: list[tuple[int, int]]) -> str:
-    """The Markdown table, one row per block, columns in COLUMNS order (those the run has)."""
-    means = [block_means(rows, first, last) for first, last in blocks]
+def table(rows: list[dict[str, str]], blocks: list[tuple[int, int]], timings: bool = False) -> str:
+    """The Markdown table, one row per block, columns in COLUMNS (and TIMINGS) order, those the run has."""
+    headers = COLUMNS | (TIMINGS if timings else {})
+    means = [block_means(rows, first, last, headers) for first, last in blocks]
     columns = list(means[0])
-    lines = ["| iterations | " + " | ".join(COLUMNS[c] for c in columns) + " |",
+    lines = ["| iterations | " + " | ".join(headers[c] for c in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]
     for (first, last), row in zip(blocks, means):
         cells = [f"{row[c]:.2f}" if c in ("frac_negative", "violation_rate", "action_std") else f"{row[c]:.1f}"
@@ -64,13 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run folder (holds metrics.csv)")
     parser.add_argument("--blocks", nargs="+", default=["1-5"], help="FIRST-LAST, counted from 1")
+    parser.add_argument("--timings", action="store_true", help="add the mean seconds of sampling and meta-step "
+                        "(wall time: a run paused or sharing the machine inflates them)")
     args = parser.parse_args(argv)
     path = args.run / "metrics.csv"
     if not path.is_file():
         raise SystemExit(f"error: {path} does not exist")
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    print(table(rows, [parse_block(b) for b in args.blocks]))
+    print(table(rows, [parse_block(b) for b in args.blocks], args.timings))
 
 
 if __name__ == "__main__":

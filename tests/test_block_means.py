@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import block_means  # noqa: E402
+import block_means
 
 
 def _run(tmp_path, n=6):
-    lines = ["iteration,pre_return,post_return,mean_gamma,frac_negative,kl"]
-    lines += [f"{i},{-10 * i},{-5 * i},{-5 * i},{0.1 * i},0.01" for i in range(n)]
+    lines = ["iteration,pre_return,post_return,mean_gamma,frac_negative,kl,time_sampling"]
+    lines += [f"{i},{-10 * i},{-5 * i},{-5 * i},{0.1 * i},0.01,{i}" for i in range(n)]
     (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
     return tmp_path
 
@@ -23,6 +23,9 @@ def test_blocks_count_from_one_and_average_their_rows(tmp_path, capsys):
     # iterations 1-2 are rows 0, 1: pre (0 - 10) / 2; iterations 4-6 are rows 3..5: pre -(30 + 40 + 50) / 3
     assert out[2] == "| 1–2 | -5.0 | -2.5 | -2.5 | 0.05 |"
     assert out[3] == "| 4–6 | -40.0 | -20.0 | -20.0 | 0.40 |"
+    block_means.main([str(_run(tmp_path)), "--blocks", "4-6", "--timings"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("| tasks with Γ > 0 | s sampling |") and out[2].endswith("| 0.40 | 4.0 |")
 
 
 @pytest.mark.parametrize("block, message", [("5-7", "not complete"), ("3-2", "1 <= FIRST <= LAST"),
