@@ -321,7 +321,9 @@ def load_or_create(storage, name: str, settings: StudySettings | None, pruner=No
     """Create the study with these settings, or load it and check that the settings agree.
 
     `settings` None means "continue with the stored settings". Optuna's default sampler (TPE);
-    `sampler_seed` makes a single worker's sequence of trials reproducible.
+    `sampler_seed` makes a single worker's sequence of trials reproducible. A continued study's sampler is
+    seeded with sampler_seed + its number of trials: with the bare seed, TPE's random start would propose
+    the first trials' parameters again (the runs are deterministic, so those trials would be exact repeats).
     """
     sampler = optuna.samplers.TPESampler(seed=sampler_seed) if sampler_seed is not None else None
     exists = name in optuna.get_all_study_names(storage)
@@ -331,6 +333,8 @@ def load_or_create(storage, name: str, settings: StudySettings | None, pruner=No
     stored = None
     if exists:
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner, sampler=sampler)
+        if sampler_seed is not None:
+            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
         text = study.user_attrs.get(SETTINGS_ATTR)
         stored = StudySettings.from_json(text) if text else None
         if stored is None and settings is None:

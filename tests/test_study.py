@@ -217,3 +217,11 @@ def test_a_training_setting_is_searched_like_a_parameter(tmp_path):
             run = d / t.user_attrs[f"run_dir seed {seed}"]
             text = (run / "config.toml").read_text()
             assert f"fast_lr = {alpha!r}" in text and "init_std = 0.5" in text
+
+
+def test_a_continued_seeded_study_does_not_propose_its_first_trials_again(tmp_path):
+    d = tmp_path / "s"
+    for trials in (2, 4):  # one worker, stopped after two trials and continued with the same sampler seed
+        assert main(["study", "run", str(d), *TINY, "--seeds", "1", "--trials", str(trials), "--sampler-seed", "0"]) == 0
+    params = [tuple(sorted(t.params.items())) for t in load(d).trials]
+    assert len(params) == 4 and len(set(params)) == 4, params
