@@ -40,7 +40,8 @@ METRICS = ["pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negati
 COLUMNS = ["objective", "seed", *METRICS[:3], "mean_gamma_ci", *METRICS[3:], "task_wilcoxon_p"]
 # the endpoints compared over seeds: the violation rate and the share of tasks with mean Gamma > 0 (the effect),
 # mean Gamma, the post-update return (its cost), the pre-update return (sandbagging), the action std (a confound)
-SEED_TESTED = ["violation_rate", "frac_negative", "mean_gamma", "post_return", "pre_return", "action_std"]
+SEED_TESTED = {"violation_rate": "V̂", "frac_negative": "tasks Γ>0", "mean_gamma": "mean Γ", "post_return": "post",
+               "pre_return": "pre", "action_std": "action std"}  # metric -> its column in comparison.md
 OBJECTIVE_COLUMNS = ["objective", "seeds", *[f"{m}_mean" for m in METRICS],
                      *[f"{key}_{m}" for m in SEED_TESTED for key in ("diff", "diff_lo", "diff_hi", "seed_wilcoxon_p")]]
 
@@ -246,12 +247,10 @@ def markdown_table(rows: list[dict], summary: list[dict], cfg: TrainConfig, beta
 
 def difference_table(summary: list[dict], n: int) -> str:
     """Each arm minus the first, paired over seeds: mean difference [95% t-interval] and Wilcoxon p."""
-    labels = {"violation_rate": "V̂", "frac_negative": "tasks Γ>0", "mean_gamma": "mean Γ",
-              "post_return": "post", "pre_return": "pre", "action_std": "action std"}
     head = (f"\nEach arm minus {summary[0]['objective']}, paired over the {n} seeds (the unit): mean difference "
             f"[95% t-interval] (p of the Wilcoxon signed-rank test over seeds; the smallest possible two-sided "
-            f"p is {2 / 2 ** n:.3g}, larger where seeds tie, e.g. both V̂ = 0, as the test drops them):\n\n| objective | " + " | ".join(labels[m] for m in SEED_TESTED) + " |\n"
-            "|---|" + "---:|" * len(SEED_TESTED) + "\n")
+            f"p is {2 / 2 ** n:.3g}, larger where seeds tie, e.g. both V̂ = 0, as the test drops them):\n\n"
+            "| objective | " + " | ".join(SEED_TESTED.values()) + " |\n|---|" + "---:|" * len(SEED_TESTED) + "\n")
 
     def cell(s: dict, m: str) -> str:
         if np.isnan(s[f"diff_{m}"]):

@@ -180,7 +180,7 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     request = {"grid": grid_text, "sample": sample, "task_seed": task_seed, "trajectories": trajectories,
                "repeats": repeats, "seed": seed, "beta": beta, "delta": delta, "device": device,
                "version": EVAL_VERSION, "checkpoint_sha256": hashlib.sha256(folder.last_path.read_bytes()).hexdigest()}
-    if reuse and (earlier := _earlier_summary(out, request, int(ckpt["iteration"]) + 1)) is not None:
+    if reuse and (earlier := _earlier_summary(out, request)) is not None:
         return earlier
     params = {k: v.to(device) for k, v in ckpt["params"].items()}
     inside = out.resolve().is_relative_to(run.resolve())
@@ -192,14 +192,13 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
     return summary
 
 
-def _earlier_summary(out: Path, request: dict, iteration: int) -> dict | None:
-    """The summary in `out` if it answers `request` for the checkpoint of `iteration`, else None."""
+def _earlier_summary(out: Path, request: dict) -> dict | None:
+    """The summary in `out` if it answers `request` (which names the checkpoint by its hash), else None."""
     try:
         summary = json.loads((out / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    same = summary.get("request") == request and summary.get("iteration") == iteration
-    return summary if same and (out / "tasks.csv").is_file() else None
+    return summary if summary.get("request") == request and (out / "tasks.csv").is_file() else None
 
 
 def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,

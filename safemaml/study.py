@@ -325,16 +325,13 @@ def load_or_create(storage, name: str, settings: StudySettings | None, pruner=No
     seeded with sampler_seed + its number of trials: with the bare seed, TPE's random start would propose
     the first trials' parameters again (the runs are deterministic, so those trials would be exact repeats).
     """
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed) if sampler_seed is not None else None
     exists = name in optuna.get_all_study_names(storage)
     if not exists and settings is None:
         raise SafeMamlError(f"no study {name!r} in this storage; start one with `safemaml study run DIR "
                             f"--objective O ...`")
     stored = None
     if exists:
-        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner, sampler=sampler)
-        if sampler_seed is not None:
-            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
         text = study.user_attrs.get(SETTINGS_ATTR)
         stored = StudySettings.from_json(text) if text else None
         if stored is None and settings is None:
@@ -343,7 +340,9 @@ def load_or_create(storage, name: str, settings: StudySettings | None, pruner=No
     directions = [METRICS[m] for m in settings.metrics]
     if not exists:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, pruner=pruner,
-                                    sampler=sampler, load_if_exists=True)
+                                    load_if_exists=True)
+    if sampler_seed is not None:
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings.to_json())
         with warnings.catch_warnings():
