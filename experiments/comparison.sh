@@ -47,12 +47,17 @@ in_pair() {  # in_pair "CMD1 ARGS" CMD2 ARGS...: CMD1 in the background, CMD2 in
   trap - EXIT
 }
 
-study() {  # study DIR ARGS...: one worker with the sampler seed 0, and a second one when WORKERS=2
+study() {  # study DIR TRIALS ARGS...: one worker with the sampler seed 0, and a second one when WORKERS=2
+  local dir=$1 trials=$2; shift 2
+  local args=("$@" "${STUDY[@]}")
+  # a study that exists continues with its stored settings (only --trials), so that a later change of a
+  # default (e.g. an objective's search space) cannot make it refuse to continue
+  [ -f "$dir/study.db" ] && args=(--quiet)
   if [ "$WORKERS" -gt 1 ]; then  # the first worker creates the study; the second starts 30 s later
-    PAIR_DELAY=30 in_pair "$(printf '%q ' safemaml study run "$@" "${STUDY[@]}" --sampler-seed 0)" \
-        safemaml study run "$@" "${STUDY[@]}"
+    PAIR_DELAY=30 in_pair "$(printf '%q ' safemaml study run "$dir" --trials "$trials" "${args[@]}" --sampler-seed 0)" \
+        safemaml study run "$dir" --trials "$trials" "${args[@]}"
   else
-    safemaml study run "$@" "${STUDY[@]}" --sampler-seed 0
+    safemaml study run "$dir" --trials "$trials" "${args[@]}" --sampler-seed 0
   fi
 }
 mkdir -p "$OUT"
@@ -73,13 +78,13 @@ fi
 # The Lagrangian's multiplier only grows while the training batches violate Eq. 6; from a base that rarely does
 # (nav2d: every trial of a first study kept lambda = 0 and was MAML) it must start positive to act at all, so
 # its study also searches the initial multiplier.
-study $OUT/study-lagrangian --config $CFG --init $BASE --iterations $FT --objective lagrangian \
-    --search multiplier=0.1:30:log --trials $TRIALS
+study $OUT/study-lagrangian $TRIALS --config $CFG --init $BASE --iterations $FT --objective lagrangian \
+    --search multiplier=0.1:30:log
 for objective in cvar quantile; do
-  study $OUT/study-$objective --config $CFG --init $BASE --iterations $FT --objective $objective --trials $TRIALS
+  study $OUT/study-$objective $TRIALS --config $CFG --init $BASE --iterations $FT --objective $objective
 done
-study $OUT/study-maml --config $CFG --init $BASE --iterations $FT --objective maml \
-    --search adapt.fast_lr=0.02:0.5:log --trials $MAML_TRIALS
+study $OUT/study-maml $MAML_TRIALS --config $CFG --init $BASE --iterations $FT --objective maml \
+    --search adapt.fast_lr=0.02:0.5:log
 
 # 3. The arms, by the rule in experiments/pick_arms.py (fixed before the studies ran).
 [ -f $OUT/arms.toml ] || python experiments/pick_arms.py --studies $OUT/study-lagrangian $OUT/study-cvar \

@@ -43,6 +43,9 @@ def importances(study: optuna.Study, settings: StudySettings) -> dict[str, dict[
     out = {}
     for i, metric in enumerate(settings.metrics):
         sign = -1.0 if METRICS[metric] == "maximize" else 1.0  # PED-ANOVA explains low target values
+        if len({t.values[i] for t in complete}) == 1:  # nothing to explain; PED-ANOVA would split it evenly
+            out[metric] = {"unavailable": f"every complete trial has {metric} = {complete[0].values[i]:.4g}"}
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -40,7 +40,8 @@ def _documented_spaces() -> dict[str, dict[str, optuna.distributions.BaseDistrib
         else:
             low, high = (float(v) for v in values.split("–"))
             dist = optuna.distributions.FloatDistribution(low, high, log=sampled == "log-uniform")
-        for name in (available() if who == "every one" else [who]):
+        names = [n for n in available() if n != "maml"] if who == "every one but maml" else [who]
+        for name in names:
             for param in params.replace("`", "").split(","):
                 spaces.setdefault(name, {})[param.strip()] = dist
     return spaces
@@ -51,4 +52,4 @@ def test_search_spaces_are_the_documented_ones():
     for name, cls in available().items():
         trial = optuna.create_study().ask()
         cls.search_space(trial)
-        assert trial.distributions == documented[name], name
+        assert trial.distributions == documented.get(name, {}), name

@@ -98,6 +98,7 @@ def test_study_reaches_n_trials_continues_and_shows(tmp_path, capsys):
     (["--search", "adapt.fast_lr=-1:1"], "adapt.fast_lr must be > 0"),
     (["--search", "adapt.nope=0:1"], "nope"),
     (["--search", "objective.eta=0.1:1"], "without 'objective.'"),
+    (["--objective", "maml"], "declares nothing to search"),  # beta, delta do not change MAML's training
 ])
 def test_bad_study_input_is_one_line_exit_2_before_training(tmp_path, capsys, args, message):
     d = tmp_path / "s"
@@ -212,7 +213,7 @@ def test_a_training_setting_is_searched_like_a_parameter(tmp_path):
                  "--search", "adapt.fast_lr=0.02:0.5:log", "--fix", "policy.init_std=0.5"]) == 0
     for t in load(d).trials:
         alpha = t.params["adapt.fast_lr"]
-        assert 0.02 <= alpha <= 0.5 and set(t.params) == {"adapt.fast_lr", "beta", "delta"}
+        assert 0.02 <= alpha <= 0.5 and set(t.params) == {"adapt.fast_lr"}
         for seed in (0, 1):
             run = d / t.user_attrs[f"run_dir seed {seed}"]
             text = (run / "config.toml").read_text()
@@ -225,3 +226,27 @@ def test_a_continued_seeded_study_does_not_propose_its_first_trials_again(tmp_pa
         assert main(["study", "run", str(d), *TINY, "--seeds", "1", "--trials", str(trials), "--sampler-seed", "0"]) == 0
     params = [tuple(sorted(t.params.items())) for t in load(d).trials]
     assert len(params) == 4 and len(set(params)) == 4, params
+
+
+def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_path):
+    # nav2d's studies: every trial had V-hat = 0, and PED-ANOVA then split the importance evenly (0.25 each),
+    # which reads as if every parameter mattered equally
+    from optuna.distributions import FloatDistribution
+    from safemaml.study import Evaluation, StudySettings
+    from safemaml.study_report import importances
+
+    space = {"eta": FloatDistribution(0.01, 10.0, log=True), "margin": FloatDistribution(0.0, 1.0)}
+    settings = StudySettings(config={}, space={k: optuna.distributions.distribution_to_json(d)
+                                               for k, d in space.items()},
+                             seeds=(100,), evaluation=Evaluation(sample=4))
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        params = {"eta": float(np.exp(rng.uniform(np.log(0.01), np.log(10.0)))), "margin": float(rng.uniform())}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space,
+                                                  values=[-20.0 - 5.0 * params["margin"], 0.0]))
+    imp = importances(study, settings)
+    assert set(imp["violation_rate"]) == {"unavailable"}
+    assert "every complete trial" in imp["violation_rate"]["unavailable"]
+    assert max(imp["post_return"], key=imp["post_return"].get) == "margin"  # the one that drives it
