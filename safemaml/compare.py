@@ -212,6 +212,11 @@ def _p(value: float) -> str:
     return "—" if np.isnan(value) else format(value, ".3g")
 
 
+def _signed(value: float) -> str:
+    """+.3g, with float residue such as 1e-18 (a mean of differences that cancel) shown as +0."""
+    return f"{round(value, 12) + 0.0:+.3g}"
+
+
 def _f(row: dict, key: str) -> str:
     value = row.get(key)
     return "—" if value is None or np.isnan(value) else f"{value:.2f}"
@@ -255,7 +260,7 @@ def difference_table(summary: list[dict], n: int) -> str:
     def cell(s: dict, m: str) -> str:
         if np.isnan(s[f"diff_{m}"]):
             return "—"
-        return (f"{s[f'diff_{m}']:+.3g} [{s[f'diff_lo_{m}']:+.3g}, {s[f'diff_hi_{m}']:+.3g}] "
+        return (f"{_signed(s[f'diff_{m}'])} [{_signed(s[f'diff_lo_{m}'])}, {_signed(s[f'diff_hi_{m}'])}] "
                 f"(p {_p(s[f'seed_wilcoxon_p_{m}'])})")
     return head + "\n".join(f"| {s['objective']} | " + " | ".join(cell(s, m) for m in SEED_TESTED) + " |"
                              for s in summary[1:]) + "\n"

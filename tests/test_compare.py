@@ -173,3 +173,16 @@ def test_comparison_md_states_the_certificates_power():
     assert "probability >= 0.8 when p_T >= 0.966 (min_passing_p)" in text
     # V-hat lower by 0.1 on both seeds: the interval is a point, Wilcoxon has too few pairs to be small
     assert "| cvar | -0.1 [-0.1, -0.1] (p 0.5)" in text
+
+
+def test_a_difference_that_cancels_to_float_residue_reads_as_zero():
+    # nav2d's cvar-neutral: per-seed V-hat differences that cancel left a mean of 1.16e-18 in comparison.md
+    from safemaml.compare import SEED_TESTED, difference_table
+
+    nan = float("nan")
+    row = {"objective": "cvar-neutral"} | {f"{k}_{m}": nan for m in SEED_TESTED
+                                           for k in ("diff", "diff_lo", "diff_hi", "seed_wilcoxon_p")}
+    row |= {"diff_violation_rate": 1.16e-18, "diff_lo_violation_rate": -0.0287, "diff_hi_violation_rate": 0.0287,
+            "seed_wilcoxon_p_violation_rate": 1.0}
+    text = difference_table([{"objective": "maml"}, row], 6)
+    assert "| cvar-neutral | +0 [-0.0287, +0.0287] (p 1) | — |" in text
