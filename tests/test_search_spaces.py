@@ -50,6 +50,8 @@ def _documented_spaces() -> dict[str, dict[str, optuna.distributions.BaseDistrib
 def test_search_spaces_are_the_documented_ones():
     documented = _documented_spaces()
     for name, cls in available().items():
+        if not cls.__module__.startswith("objectives."):
+            continue  # the table is about the shipped objectives, not those a test registers
         trial = optuna.create_study().ask()
         cls.search_space(trial)
         assert trial.distributions == documented.get(name, {}), name
