@@ -35,6 +35,7 @@ from scipy import stats
 from safemaml import config as config_io
 from safemaml.bandit_exact import InnerStep, TaskStatistics, midpoint_grid, task_statistics
 from safemaml.config import TrainConfig
+from safemaml.report import paired_seed_panel
 from safemaml.tasks import get_family
 from safemaml.trainer import load_checkpoint, policy_spec, train
 
@@ -176,14 +177,7 @@ def figure(rows: list[dict], objectives: list[str], cells: int, beta: float, pat
     fig, axes = plt.subplots(2, max(3, len(objectives)), figsize=(4 * max(3, len(objectives)), 7.5))
     for ax, (metric, label) in zip(axes[0], metrics):
         shown = objectives if metric == "violation_rate" else arms  # the initial policy's V (= 1) would flatten the rest
-        seeds = sorted({r["seed"] for r in rows})
-        for s in seeds:
-            ys = [next(r[metric] for r in rows if r["objective"] == a and r["seed"] == s) for a in shown]
-            ax.plot(range(len(shown)), ys, "-o", color="0.6", alpha=0.6, ms=3)
-        means = [np.mean([r[metric] for r in rows if r["objective"] == a]) for a in shown]
-        ax.plot(range(len(shown)), means, "s", color="C3", ms=8, label="mean over seeds")
-        ax.set_xticks(range(len(shown)), shown)
-        ax.set_title(label + (" (init: 1)" if metric == "violation_rate" else ""))
+        paired_seed_panel(ax, rows, shown, metric, label + (" (init: 1)" if metric == "violation_rate" else ""))
         ax.legend(fontsize=8)
     for ax in axes[0][len(metrics):]:
         ax.axis("off")

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from safemaml import config as config_io
+from safemaml import report
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.evaluate import evaluate_run
@@ -131,7 +132,8 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
             repeats: int | None = None, eval_seed: int = 0, quiet: bool = False,
             seeds: list[int] | None = None, band: str | None = None) -> list[dict]:
     """Train and evaluate every arm on every seed; write comparison.csv (one row per run),
-    comparison_objectives.csv (one row per arm) and comparison.md under `out`.
+    comparison_objectives.csv (one row per arm), comparison.md and comparison.png (each endpoint per seed
+    and arm) under `out`.
 
     `objectives`: names of objectives (each an arm with the base config), or arms as {name: {setting: value}}
     (an objective with tuned parameters, a control such as a fixed std); the first is the reference.
@@ -171,6 +173,8 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
                 writer.writerows(table)
         tasks = (f"Tasks: the grid {band} (RUN/eval-band)" if suffix else
                  "Tasks: drawn from p(T), the same for every run (RUN/eval)")
+        report.comparison_figure(rows[suffix], objectives, out / f"comparison{suffix}.png",
+                                 f"{cfg.tasks}, {tasks.removeprefix('Tasks: ')}; a grey line per training seed")
         parts.append(f"{tasks}. " + markdown_table(rows[suffix], summary, cfg, beta, delta))
     (out / "comparison.md").write_text("\n".join(parts))
     (out / "config.json").write_text(json.dumps(config_io.to_dict(cfg), indent=2, default=list) + "\n")

@@ -93,3 +93,36 @@ def learning_curve(metrics_csv: Path, path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def paired_seed_panel(ax, rows: list[dict], arms: list[str], metric: str, title: str) -> None:
+    """One endpoint across arms: a grey line per training seed (the unit of every test) and the mean over
+    seeds as a red square, so a difference carried by one seed looks different from one on every seed."""
+    for seed in sorted({r["seed"] for r in rows}):
+        ys = [next(r[metric] for r in rows if r["objective"] == a and r["seed"] == seed) for a in arms]
+        ax.plot(range(len(arms)), ys, "-o", color="0.6", alpha=0.6, ms=3)
+    means = [np.mean([r[metric] for r in rows if r["objective"] == a]) for a in arms]
+    ax.plot(range(len(arms)), means, "s", color="tab:red", ms=8, label="mean over seeds")
+    ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+
+
+COMPARISON_PANELS = (("violation_rate", "V̂ = fraction of tasks with p̂_T < 1 − β"),
+                     ("frac_negative", "fraction of tasks with mean Γ > 0"),
+                     ("post_return", "post-update return"), ("pre_return", "pre-update return"),
+                     ("action_std", "action std"))
+
+
+def comparison_figure(rows: list[dict], arms: list[str], path: Path, title: str = "") -> None:
+    """compare's endpoints per seed and arm, one panel each (comparison.png)."""
+    def finite(value) -> bool:
+        return isinstance(value, (int, float)) and bool(np.isfinite(value))
+    panels = [(m, t) for m, t in COMPARISON_PANELS if all(finite(r.get(m)) for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], panels):
+        paired_seed_panel(ax, rows, arms, metric, label)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

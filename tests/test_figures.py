@@ -76,3 +76,21 @@ def test_the_papers_band_is_drawn_where_the_paper_has_one(tmp_path, monkeypatch)
     without = _figure(tmp_path, "b.png", "halfcheetah-vel", improving)
     assert _hatch(without) < 50 and _hatch(with_band) > 500
     assert report.PAPER_NEGATIVE_BANDS["ant-vel"] == (0.6, 1.6)  # the paper's Section 4, for Ant
+
+
+def test_comparison_figure_draws_each_seed_and_the_means_where_they_are(tmp_path):
+    # two arms on three seeds; cvar's V-hat is 0.4 above maml's on every seed
+    rows = [{"objective": arm, "seed": s, "violation_rate": v + 0.01 * s, "frac_negative": 0.1,
+             "post_return": -20.0 - s, "pre_return": -40.0, "action_std": None}
+            for s in range(3) for arm, v in (("maml", 0.1), ("cvar", 0.5))]
+    report.comparison_figure(rows, ["maml", "cvar"], tmp_path / "c.png")
+    image = mpimg.imread(tmp_path / "c.png")
+    assert image.shape[:2] == (396, 1408)  # 4 panels (no action std) x 3.2 inches wide, 3.6 high, 110 dpi
+    panel = image[:, : image.shape[1] // 4]  # the V-hat panel
+    red = np.argwhere((panel[..., 0] > 0.75) & (panel[..., 1] < 0.3) & (panel[..., 2] < 0.3))
+    # the mean markers: maml's (left) sits lower in the image (larger row) than cvar's (right)
+    left = red[red[:, 1] < np.median(red[:, 1])]
+    right = red[red[:, 1] >= np.median(red[:, 1])]
+    assert len(left) > 30 and len(right) > 30
+    assert left[:, 0].mean() > right[:, 0].mean() + 100
+    assert _pixels_of(panel, np.array([0.6, 0.6, 0.6]), tol=0.25) > 200  # the grey per-seed lines
