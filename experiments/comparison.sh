@@ -52,7 +52,10 @@ study() {  # study DIR TRIALS ARGS...: one worker with the sampler seed 0, and a
   local args=("$@" "${STUDY[@]}")
   # a study that exists continues with its stored settings (only --trials), so that a later change of a
   # default (e.g. an objective's search space) cannot make it refuse to continue
-  [ -f "$dir/study.db" ] && args=(--quiet)
+  if [ -f "$dir/study.db" ]; then
+    echo "continuing $dir with its stored settings" >&2
+    args=(--quiet)
+  fi
   if [ "$WORKERS" -gt 1 ]; then  # the first worker creates the study; the second starts 30 s later
     PAIR_DELAY=30 in_pair "$(printf '%q ' safemaml study run "$dir" --trials "$trials" "${args[@]}" --sampler-seed 0)" \
         safemaml study run "$dir" --trials "$trials" "${args[@]}"

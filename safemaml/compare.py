@@ -29,7 +29,6 @@ import numpy as np
 from scipy import stats
 
 from safemaml import config as config_io
-from safemaml import report
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.evaluate import evaluate_run
@@ -173,10 +172,14 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
                 writer.writerows(table)
         tasks = (f"Tasks: the grid {band} (RUN/eval-band)" if suffix else
                  "Tasks: drawn from p(T), the same for every run (RUN/eval)")
-        report.comparison_figure(rows[suffix], objectives, out / f"comparison{suffix}.png",
-                                 f"{cfg.tasks}, {tasks.removeprefix('Tasks: ')}; a grey line per training seed")
         parts.append(f"{tasks}. " + markdown_table(rows[suffix], summary, cfg, beta, delta))
     (out / "comparison.md").write_text("\n".join(parts))
+    from safemaml import report  # matplotlib, only here
+
+    for suffix in task_sets:
+        where = f"the grid {band}" if suffix else "tasks from p(T)"
+        report.comparison_figure(rows[suffix], objectives, out / f"comparison{suffix}.png",
+                                 f"{cfg.tasks}, {where}; a grey line per training seed")
     (out / "config.json").write_text(json.dumps(config_io.to_dict(cfg), indent=2, default=list) + "\n")
     return rows[""]
 

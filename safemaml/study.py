@@ -224,8 +224,9 @@ def resolve_space(objective: str, search: list[str], fix: list[str],
     for name in fixed:
         space.pop(name, None)
     if not space:
-        raise SafeMamlError(f"objective {objective!r} declares nothing to search here; "
-                            "give --search NAME=LOW:HIGH (e.g. adapt.fast_lr=0.02:0.5:log)")
+        raise SafeMamlError(f"objective {objective!r} (--objective, else the config's) declares nothing to search "
+                            "here; give --objective lagrangian|cvar|quantile, or --search NAME=LOW:HIGH "
+                            "(e.g. adapt.fast_lr=0.02:0.5:log)")
     for point in _corners(space):
         point = {**point, **fixed}
         make_objective(objective, **{k: v for k, v in point.items() if not is_config_key(k)})

@@ -94,3 +94,14 @@ def test_comparison_figure_draws_each_seed_and_the_means_where_they_are(tmp_path
     assert len(left) > 30 and len(right) > 30
     assert left[:, 0].mean() > right[:, 0].mean() + 100
     assert _pixels_of(panel, np.array([0.6, 0.6, 0.6]), tol=0.25) > 200  # the grey per-seed lines
+
+
+def test_comparison_figure_keeps_a_panel_with_one_missing_value_and_skips_an_empty_figure(tmp_path):
+    rows = [{"objective": arm, "seed": s, "violation_rate": 0.1, "frac_negative": 0.1,
+             "post_return": float("nan") if (arm, s) == ("cvar", 1) else -20.0, "pre_return": -40.0}
+            for s in range(3) for arm in ("maml", "cvar")]  # one diverged run; no action std at all
+    report.comparison_figure(rows, ["maml", "cvar"], tmp_path / "c.png")
+    assert mpimg.imread(tmp_path / "c.png").shape[:2] == (396, 1408)  # still 4 panels: post kept
+    empty = [{"objective": "maml", "seed": 0}]
+    report.comparison_figure(empty, ["maml"], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
