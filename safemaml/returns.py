@@ -36,16 +36,22 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
 
     The ridge term is `reg` times the mean of the task's feature second moments, so it keeps the
     system non-singular at any scale (constant observations, a single step); a task whose data are
-    not finite gets a zero baseline instead of an error.
+    not finite gets a zero baseline instead of an error. The system X'X + ridge is symmetric positive
+    definite, so it is solved by Cholesky: batched LU (torch.linalg.solve_ex, MKL) returned invalid
+    pivots on Ant's features, whose contact-force columns are mostly zero, and raised.
     """
     X = baseline_features(obs, mask).flatten(1, 2)  # [K, n*H, F]
     y = (returns * mask).flatten(1, 2)
+    finite = torch.isfinite(X).all(2).all(1) & torch.isfinite(y).all(1)  # [K]
+    X = torch.where(finite[:, None, None], X, torch.zeros_like(X))
+    y = torch.where(finite[:, None], y, torch.zeros_like(y))
     xtx, xty = X.transpose(1, 2) @ X, (X.transpose(1, 2) @ y[..., None])
     eye = torch.eye(X.shape[-1], device=X.device, dtype=X.dtype)
     scale = xtx.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None].clamp_min(1e-8)
-    coef, info = torch.linalg.solve_ex(xtx + reg * scale * eye, xty)
-    values = (X @ coef)[..., 0]  # [K, n*H]
-    ok = (info == 0)[:, None] & torch.isfinite(values).all(1, keepdim=True)
+    chol, info = torch.linalg.cholesky_ex(xtx + reg * scale * eye)
+    chol = torch.where((info == 0)[:, None, None], chol, eye.expand_as(chol))  # a failed factor: unused below
+    values = (X @ torch.cholesky_solve(xty, chol))[..., 0]  # [K, n*H]
+    ok = (finite & (info == 0))[:, None] & torch.isfinite(values).all(1, keepdim=True)
     return torch.where(ok, values, torch.zeros_like(values)).view_as(returns) * mask
 
 
