@@ -37,11 +37,14 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
     The ridge term is `reg` times the mean of the task's feature second moments, so it keeps the
     system non-singular at any scale (constant observations, a single step); a task whose data are
     not finite gets a zero baseline instead of an error. The system X'X + ridge is symmetric positive
-    definite, so it is solved by Cholesky: batched LU (torch.linalg.solve_ex, MKL) returned invalid
-    pivots on Ant's features, whose contact-force columns are mostly zero, and raised.
+    definite and ill-conditioned (o and o^2 of a constant observation are collinear with the bias), so it
+    is solved in float64 by Cholesky. In float32 the solver's rounding alone changed training outcomes (the
+    bandit's positive-control test flipped between LU and Cholesky), and batched LU (torch.linalg.solve_ex,
+    MKL) returned invalid pivots on Ant's features, whose contact-force columns are mostly zero, and raised.
     """
-    X = baseline_features(obs, mask).flatten(1, 2)  # [K, n*H, F]
-    y = (returns * mask).flatten(1, 2)
+    dtype = obs.dtype  # solved in float64: the ridge system is ill-conditioned (collinear features)
+    X = baseline_features(obs.double(), mask.double()).flatten(1, 2)  # [K, n*H, F]
+    y = (returns.double() * mask.double()).flatten(1, 2)
     finite = torch.isfinite(X).all(2).all(1) & torch.isfinite(y).all(1)  # [K]
     X = torch.where(finite[:, None, None], X, torch.zeros_like(X))
     y = torch.where(finite[:, None], y, torch.zeros_like(y))
@@ -52,7 +55,7 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
     chol = torch.where((info == 0)[:, None, None], chol, eye.expand_as(chol))  # a failed factor: unused below
     values = (X @ torch.cholesky_solve(xty, chol))[..., 0]  # [K, n*H]
     ok = (finite & (info == 0))[:, None] & torch.isfinite(values).all(1, keepdim=True)
-    return torch.where(ok, values, torch.zeros_like(values)).view_as(returns) * mask
+    return torch.where(ok, values, torch.zeros_like(values)).view_as(returns).to(dtype) * mask
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:
