@@ -95,13 +95,18 @@ def learning_curve(metrics_csv: Path, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def _number(value) -> float:
+    """A plottable value: a missing or non-numeric endpoint (None, absent) is NaN, a gap in the figure."""
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
 def paired_seed_panel(ax, rows: list[dict], arms: list[str], metric: str, title: str) -> None:
     """One endpoint across arms: a grey line per training seed (the unit of every test) and the mean over
     seeds as a red square, so a difference carried by one seed looks different from one on every seed."""
     for seed in sorted({r["seed"] for r in rows}):
-        ys = [next(r.get(metric, np.nan) for r in rows if r["objective"] == a and r["seed"] == seed) for a in arms]
+        ys = [next(_number(r.get(metric)) for r in rows if r["objective"] == a and r["seed"] == seed) for a in arms]
         ax.plot(range(len(arms)), ys, "-o", color="0.6", alpha=0.6, ms=3)
-    means = [np.nanmean([r.get(metric, np.nan) for r in rows if r["objective"] == a]) for a in arms]
+    means = [np.nanmean([_number(r.get(metric)) for r in rows if r["objective"] == a]) for a in arms]
     ax.plot(range(len(arms)), means, "s", color="tab:red", ms=8, label="mean over seeds")
     ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -115,12 +120,9 @@ COMPARISON_PANELS = (("violation_rate", "V̂ = fraction of tasks with p̂_T < 1 
 
 def comparison_figure(rows: list[dict], arms: list[str], path: Path, title: str = "") -> None:
     """compare's endpoints per seed and arm, one panel each (comparison.png)."""
-    def finite(value) -> bool:
-        return isinstance(value, (int, float)) and bool(np.isfinite(value))
-    panels = [(m, t) for m, t in COMPARISON_PANELS if any(finite(r.get(m)) for r in rows)]
+    panels = [(m, t) for m, t in COMPARISON_PANELS if any(np.isfinite(_number(r.get(m))) for r in rows)]
     if not panels:
         return
-    rows = [{k: (v if finite(v) else np.nan) if k in dict(panels) else v for k, v in r.items()} for r in rows]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
     for ax, (metric, label) in zip(axes[0], panels):
         paired_seed_panel(ax, rows, arms, metric, label)

@@ -42,18 +42,17 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
     bandit's positive-control test flipped between LU and Cholesky), and batched LU (torch.linalg.solve_ex,
     MKL) returned invalid pivots on Ant's features, whose contact-force columns are mostly zero, and raised.
     """
-    dtype = obs.dtype  # solved in float64: the ridge system is ill-conditioned (collinear features)
-    X = baseline_features(obs.double(), mask.double()).flatten(1, 2)  # [K, n*H, F]
-    y = (returns.double() * mask.double()).flatten(1, 2)
+    dtype, mask64 = obs.dtype, mask.double()
+    X = baseline_features(obs.double(), mask64).flatten(1, 2)  # [K, n*H, F]
+    y = (returns.double() * mask64).flatten(1, 2)
     finite = torch.isfinite(X).all(2).all(1) & torch.isfinite(y).all(1)  # [K]
     X = torch.where(finite[:, None, None], X, torch.zeros_like(X))
     y = torch.where(finite[:, None], y, torch.zeros_like(y))
     xtx, xty = X.transpose(1, 2) @ X, (X.transpose(1, 2) @ y[..., None])
     eye = torch.eye(X.shape[-1], device=X.device, dtype=X.dtype)
     scale = xtx.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None].clamp_min(1e-8)
-    chol, info = torch.linalg.cholesky_ex(xtx + reg * scale * eye)
-    chol = torch.where((info == 0)[:, None, None], chol, eye.expand_as(chol))  # a failed factor: unused below
-    values = (X @ torch.cholesky_solve(xty, chol))[..., 0]  # [K, n*H]
+    chol, info = torch.linalg.cholesky_ex(xtx + reg * scale * eye)  # a failed factor (info > 0) is not used:
+    values = (X @ torch.cholesky_solve(xty, chol))[..., 0]  # [K, n*H]   `ok` below gives that task zeros
     ok = (finite & (info == 0))[:, None] & torch.isfinite(values).all(1, keepdim=True)
     return torch.where(ok, values, torch.zeros_like(values)).view_as(returns).to(dtype) * mask
 
