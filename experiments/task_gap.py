@@ -22,12 +22,12 @@ def per_round_gamma(returns: pd.DataFrame) -> pd.DataFrame:
     return (means["pre"] - means["post"]).unstack("task_index")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("eval_dir", type=Path, help="an evaluation folder holding returns.csv")
     parser.add_argument("a", type=int, help="task_index of the first task")
     parser.add_argument("b", type=int, help="task_index of the second task")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     path = args.eval_dir / "returns.csv"
     if not path.is_file():
         sys.exit(f"no {path}: run `safemaml evaluate` first (it writes returns.csv)")

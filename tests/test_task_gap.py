@@ -1,0 +1,39 @@
+"""experiments/task_gap.py: the per-round difference of two tasks' Γ that docs/results.md quotes."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import task_gap
+
+
+def _eval(tmp_path):
+    """Two tasks, three rounds, two trajectories per phase; a held-out phase that must be ignored."""
+    rows = ["task_index,direction,repeat,phase,trajectory,return"]
+    post = {0: [10, 20, 30], 1: [0, 0, 0]}  # task 0's post-update mean per round; pre is always 0
+    for task in (0, 1):
+        for r in range(3):
+            for t in range(2):
+                rows.append(f"{task},{task},{r},pre,{t},{t * 2 - 1}")  # -1 and +1: mean 0
+                rows.append(f"{task},{task},{r},heldout,{t},999")
+                rows.append(f"{task},{task},{r},post,{t},{post[task][r] + t * 4 - 2}")  # mean post[task][r]
+    (tmp_path / "returns.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_the_gap_is_the_mean_of_per_round_differences_with_its_t_interval(tmp_path, capsys):
+    task_gap.main([str(_eval(tmp_path)), "0", "1"])
+    out = capsys.readouterr().out.splitlines()
+    # Γ_0 per round = -10, -20, -30; Γ_1 = 0: differences 10, 20, 30, mean 20, sd 10, sem 10/sqrt(3),
+    # t(0.975, 2) = 4.302653: half-width 24.84
+    assert out[0] == "mean Γ: task 0 -20.0, task 1 0.0"
+    assert out[1] == "Γ_1 − Γ_0: +20.0, 95% t-interval over 3 rounds [-4.8, +44.8]"
+
+
+def test_a_missing_task_or_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="task 7 is not in"):
+        task_gap.main([str(_eval(tmp_path)), "0", "7"])
+    with pytest.raises(SystemExit, match="run `safemaml evaluate` first"):
+        task_gap.main([str(tmp_path / "nothing"), "0", "1"])
