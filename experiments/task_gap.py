@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
+
+from safemaml.compare import paired_t_interval
 
 
 def per_round_gamma(returns: pd.DataFrame) -> pd.DataFrame:
@@ -35,10 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     for task in (args.a, args.b):
         if task not in gamma.columns:
             sys.exit(f"task {task} is not in {path} (tasks: {', '.join(map(str, gamma.columns))})")
-    diff = gamma[args.b] - gamma[args.a]
-    lo, hi = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+    mean, lo, hi = paired_t_interval(gamma[args.b].to_numpy(), gamma[args.a].to_numpy())
     print(f"mean Γ: task {args.a} {gamma[args.a].mean():.1f}, task {args.b} {gamma[args.b].mean():.1f}")
-    print(f"Γ_{args.b} − Γ_{args.a}: {diff.mean():+.1f}, 95% t-interval over {len(diff)} rounds "
+    print(f"Γ_{args.b} − Γ_{args.a}: {mean:+.1f}, 95% t-interval over {len(gamma)} rounds "
           f"[{lo:+.1f}, {hi:+.1f}]")
 
 
