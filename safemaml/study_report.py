@@ -5,6 +5,7 @@ optuna.visualization.matplotlib)."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -35,11 +36,26 @@ def _summary_columns(df, settings: StudySettings) -> list[str]:
     return [c for c in cols if c in df.columns]
 
 
+# PED-ANOVA compares the top 10% of trials with all of them; Optuna's documentation asks for at least 5 trials
+# in that top set. With fewer, the "importance" only says how atypical one or two trials' parameters are: in
+# HalfCheetahVel's 7-trial cvar study, trial 1 was the best on both values, so both got the same importances
+# (and so would the trial number as a target).
+MIN_TOP_TRIALS = 5
+TOP_QUANTILE = 0.1  # PedAnovaImportanceEvaluator's default target_quantile
+
+
 def importances(study: optuna.Study, settings: StudySettings) -> dict[str, dict[str, float]]:
-    """PED-ANOVA importances (optuna.importance's default) of each parameter for each metric."""
+    """PED-ANOVA importances (optuna.importance's default) of each parameter for each metric, or the reason
+    they are unavailable: too few complete trials, or a metric that never varies."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2 or not settings.distributions:
         return {}
+    n_top = math.ceil(TOP_QUANTILE * len(complete))
+    if n_top < MIN_TOP_TRIALS:
+        need = int((MIN_TOP_TRIALS - 1) / TOP_QUANTILE) + 1  # the least n with ceil(0.1 n) >= 5: 41
+        reason = (f"{len(complete)} complete trials: PED-ANOVA's top 10% would hold {n_top}, "
+                  f"and it needs {MIN_TOP_TRIALS} (at least {need} trials)")
+        return {metric: {"unavailable": reason} for metric in settings.metrics}
     out = {}
     for i, metric in enumerate(settings.metrics):
         sign = -1.0 if METRICS[metric] == "maximize" else 1.0  # PED-ANOVA explains low target values

@@ -242,7 +242,7 @@ def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_pa
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
     rng = np.random.default_rng(0)
-    for _ in range(12):
+    for _ in range(50):  # enough for PED-ANOVA's top 10% to hold 5 trials
         params = {"eta": float(np.exp(rng.uniform(np.log(0.01), np.log(10.0)))), "margin": float(rng.uniform())}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=space,
                                                   values=[-20.0 - 5.0 * params["margin"], 0.0]))
@@ -250,3 +250,31 @@ def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_pa
     assert set(imp["violation_rate"]) == {"unavailable"}
     assert "every complete trial" in imp["violation_rate"]["unavailable"]
     assert max(imp["post_return"], key=imp["post_return"].get) == "margin"  # the one that drives it
+
+
+def test_importances_of_too_few_trials_are_reported_unavailable(tmp_path):
+    # HalfCheetahVel's cvar study, 7 trials: PED-ANOVA's top 10% was one trial, the best on both values, and
+    # both values got the same importances. Below 41 trials (top set < 5, Optuna's advice) there are none.
+    from optuna.distributions import FloatDistribution
+    from safemaml.study import Evaluation, StudySettings
+    from safemaml.study_report import importances
+
+    space = {"eta": FloatDistribution(0.01, 10.0, log=True), "margin": FloatDistribution(0.0, 1.0)}
+    settings = StudySettings(config={}, space={k: optuna.distributions.distribution_to_json(d)
+                                               for k, d in space.items()},
+                             seeds=(100,), evaluation=Evaluation(sample=4))
+    rng = np.random.default_rng(1)
+    for n, available in ((40, False), (41, True)):
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        for _ in range(n):
+            params = {"eta": float(np.exp(rng.uniform(np.log(0.01), np.log(10.0)))),
+                      "margin": float(rng.uniform())}
+            study.add_trial(optuna.trial.create_trial(
+                params=params, distributions=space,
+                values=[-20.0 - 5.0 * params["margin"], float(rng.uniform())]))
+        imp = importances(study, settings)
+        for metric in ("post_return", "violation_rate"):
+            assert ("unavailable" not in imp[metric]) == available, (n, imp)
+        if not available:
+            assert "40 complete trials" in imp["post_return"]["unavailable"]
+            assert "at least 41" in imp["post_return"]["unavailable"]
