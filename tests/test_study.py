@@ -228,17 +228,24 @@ def test_a_continued_seeded_study_does_not_propose_its_first_trials_again(tmp_pa
     assert len(params) == 4 and len(set(params)) == 4, params
 
 
-def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_path):
-    # nav2d's studies: every trial had V-hat = 0, and PED-ANOVA then split the importance evenly (0.25 each),
-    # which reads as if every parameter mattered equally
+def _eta_margin_space():
+    """A cvar-like search space (eta log-uniform, margin uniform) and study settings over it."""
     from optuna.distributions import FloatDistribution
     from safemaml.study import Evaluation, StudySettings
-    from safemaml.study_report import importances
 
     space = {"eta": FloatDistribution(0.01, 10.0, log=True), "margin": FloatDistribution(0.0, 1.0)}
     settings = StudySettings(config={}, space={k: optuna.distributions.distribution_to_json(d)
                                                for k, d in space.items()},
                              seeds=(100,), evaluation=Evaluation(sample=4))
+    return space, settings
+
+
+def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_path):
+    # nav2d's studies: every trial had V-hat = 0, and PED-ANOVA then split the importance evenly (0.25 each),
+    # which reads as if every parameter mattered equally
+    from safemaml.study_report import importances
+
+    space, settings = _eta_margin_space()
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
     rng = np.random.default_rng(0)
@@ -255,14 +262,9 @@ def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_pa
 def test_importances_of_too_few_trials_are_reported_unavailable(tmp_path):
     # HalfCheetahVel's cvar study, 7 trials: PED-ANOVA's top 10% was one trial, the best on both values, and
     # both values got the same importances. Below 41 trials (top set < 5, Optuna's advice) there are none.
-    from optuna.distributions import FloatDistribution
-    from safemaml.study import Evaluation, StudySettings
     from safemaml.study_report import importances
 
-    space = {"eta": FloatDistribution(0.01, 10.0, log=True), "margin": FloatDistribution(0.0, 1.0)}
-    settings = StudySettings(config={}, space={k: optuna.distributions.distribution_to_json(d)
-                                               for k, d in space.items()},
-                             seeds=(100,), evaluation=Evaluation(sample=4))
+    space, settings = _eta_margin_space()
     rng = np.random.default_rng(1)
     for n, available in ((40, False), (41, True)):
         study = optuna.create_study(directions=["maximize", "minimize"])
