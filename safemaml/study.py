@@ -320,6 +320,40 @@ def _safe(url: str) -> str:
     return scheme + sep + rest
 
 
+def enqueue_points(study: optuna.Study, settings: StudySettings, items: list[str]) -> int:
+    """Queue trials at given points of the search space (`--enqueue adapt.fast_lr=0.05`), run before the
+    sampler's own: a grid over a one-dimensional knob, or a preset's value, that a few random-start trials
+    may miss. A name left out is sampled; a point already tried or queued is not queued again, so a
+    continued study can repeat the flag. Returns how many trials were queued."""
+    space = settings.distributions
+    added = 0
+    for item in items:
+        point = {}
+        for part in item.split(","):
+            name, sep, text = part.partition("=")
+            name = name.strip()
+            if not sep or not name:
+                raise SafeMamlError(f"--enqueue expects NAME=VALUE[,NAME=VALUE...], got {item!r}")
+            if name not in space:
+                raise SafeMamlError(f"--enqueue {name}: this study does not search it; it searches "
+                                    f"{', '.join(sorted(space))}")
+            point[name] = _in_space(name, config_io_value(text.strip()), space[name])
+        before = len(study.trials)
+        study.enqueue_trial(point, skip_if_exists=True)
+        added += len(study.trials) - before
+    return added
+
+
+def _in_space(name: str, value: Any, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        if value not in dist.choices:
+            raise SafeMamlError(f"--enqueue {name}={value}: not one of the searched choices {list(dist.choices)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not dist.low <= value <= dist.high:
+        raise SafeMamlError(f"--enqueue {name}={value}: outside the searched range {dist.low}:{dist.high}")
+    return value
+
+
 def load_or_create(storage, name: str, settings: StudySettings | None, pruner=None,
                    sampler_seed: int | None = None) -> tuple[optuna.Study, StudySettings]:
     """Create the study with these settings, or load it and check that the settings agree.

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from safemaml.errors import SafeMamlError
@@ -38,6 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--search", action="append", metavar="NAME=RANGE",
                    help="narrow or widen the search: eta=0.1:10:log, margin=0:0.5, k=1:5:int, update=dual,pid")
     p.add_argument("--fix", action="append", metavar="NAME=VALUE", help="fix a parameter, e.g. beta=0.1")
+    p.add_argument("--enqueue", action="append", metavar="NAME=VALUE[,...]",
+                   help="queue a trial at this point of the search space before the sampler's (repeatable)")
     p.add_argument("--metric", help="pareto (default: max post-update return, min V̂) or one of post_return, "
                                     "violation_rate, mean_gamma, cvar_gamma (single objective, prunable)")
     p.add_argument("--prune-every", type=int, help="single metric: report every K iterations, MedianPruner")
@@ -114,7 +117,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     """Create or continue the study in DIR; every check happens before the first training."""
     from optuna.pruners import MedianPruner
 
-    from safemaml.study import continue_hint, finished, load_or_create, run_study
+    from safemaml.study import continue_hint, enqueue_points, finished, load_or_create, run_study
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
@@ -129,6 +132,9 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     # the pruner acts only where trials report intermediate values: single-metric studies with --prune-every
     study, settings = load_or_create(storage, name, settings, MedianPruner(n_startup_trials=3),
                                      args.sampler_seed)
+    queued = enqueue_points(study, settings, args.enqueue or [])
+    if queued:
+        print(f"study {name}: {queued} trial(s) queued by --enqueue", file=sys.stderr)
     hint = continue_hint(directory, args.storage, name, args.trials)
     before = finished(study)
     ran = run_study(study, settings, directory, args.trials, args.device, args.quiet, hint)

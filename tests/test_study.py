@@ -99,6 +99,9 @@ def test_study_reaches_n_trials_continues_and_shows(tmp_path, capsys):
     (["--search", "adapt.nope=0:1"], "nope"),
     (["--search", "objective.eta=0.1:1"], "without 'objective.'"),
     (["--objective", "maml"], "declares nothing to search"),  # beta, delta do not change MAML's training
+    (["--enqueue", "eta=50"], "outside the searched range"),
+    (["--enqueue", "gamma=1"], "does not search it"),
+    (["--enqueue", "eta"], "expects NAME=VALUE"),
 ])
 def test_bad_study_input_is_one_line_exit_2_before_training(tmp_path, capsys, args, message):
     d = tmp_path / "s"
@@ -106,6 +109,22 @@ def test_bad_study_input_is_one_line_exit_2_before_training(tmp_path, capsys, ar
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (d / "runs").exists()
+
+
+def test_enqueued_points_run_first_and_are_not_queued_twice(tmp_path):
+    # HalfCheetahVel's alpha study: 4 random-start trials all drew alpha above the preset; --enqueue puts a
+    # fixed grid into the study. Queued points run before the sampler's own, names left out are sampled.
+    d = tmp_path / "s"
+    queue = ["--enqueue", "eta=0.5", "--enqueue", "eta=2.0,margin=0.1"]
+    assert main(["study", "run", str(d), *TINY, "--seeds", "1", "--trials", "2", *queue]) == 0
+    trials = load(d).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert trials[0].params["eta"] == 0.5 and trials[0].params["margin"] != 0.1
+    assert (trials[1].params["eta"], trials[1].params["margin"]) == (2.0, 0.1)
+    # continued with the same flags: both points exist, so the third trial is the sampler's
+    assert main(["study", "run", str(d), "--trials", "3", "--quiet", *queue]) == 0
+    trials = load(d).trials
+    assert len(trials) == 3 and trials[2].params["eta"] not in (0.5, 2.0)
 
 
 def _two_workers(d, extra, storage=None, name=None):
