@@ -92,11 +92,9 @@ study $OUT/study-lagrangian $TRIALS --config $CFG --init $BASE --iterations $FT 
 for objective in cvar quantile; do
   study $OUT/study-$objective $TRIALS --config $CFG --init $BASE --iterations $FT --objective $objective
 done
-QUEUE=()
-for a in "${ALPHA_GRID[@]}"; do QUEUE+=(--enqueue "adapt.fast_lr=$a"); done
+for a in "${ALPHA_GRID[@]}"; do QUEUE+=(--enqueue "adapt.fast_lr=$a"); done  # only this study has a queue
 study $OUT/study-maml $MAML_TRIALS --config $CFG --init $BASE --iterations $FT --objective maml \
     --search adapt.fast_lr=0.02:0.5:log
-QUEUE=()
 
 # 3. The arms, by the rule in experiments/pick_arms.py (fixed before the studies ran).
 [ -f $OUT/arms.toml ] || python experiments/pick_arms.py --studies $OUT/study-lagrangian $OUT/study-cvar \
