@@ -324,7 +324,8 @@ def enqueue_points(study: optuna.Study, settings: StudySettings, items: list[str
     """Queue trials at given points of the search space (`--enqueue adapt.fast_lr=0.05`), run before the
     sampler's own: a grid over a one-dimensional knob, or a preset's value, that a few random-start trials
     may miss. A name left out is sampled; a point already tried or queued is not queued again, so a
-    continued study can repeat the flag. Returns how many trials were queued."""
+    continued study can repeat the flag. A point whose trials all failed (retries used up) is queued
+    again. Returns how many trials were queued."""
     space = settings.distributions
     added = 0
     for item in items:
@@ -338,10 +339,27 @@ def enqueue_points(study: optuna.Study, settings: StudySettings, items: list[str
                 raise SafeMamlError(f"--enqueue {name}: this study does not search it; it searches "
                                     f"{', '.join(sorted(space))}")
             point[name] = _in_space(name, config_io_value(text.strip()), space[name])
-        before = len(study.trials)
-        study.enqueue_trial(point, skip_if_exists=True)
-        added += len(study.trials) - before
+        if not _holds_point(study, point):
+            study.enqueue_trial(point)
+            added += 1
     return added
+
+
+def _holds_point(study: optuna.Study, point: dict[str, Any]) -> bool:
+    """Whether a trial that has not failed was, or is queued to be, run at `point` (Optuna's own
+    skip_if_exists also counts FAIL trials, so a point lost to interruptions could never be queued again)."""
+    alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    for trial in study.get_trials(deepcopy=False, states=alive):
+        params = trial.system_attrs.get("fixed_params", trial.params)
+        if all(name in params and _same(params[name], value) for name, value in point.items()):
+            return True
+    return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
 
 
 def _in_space(name: str, value: Any, dist: BaseDistribution) -> Any:

@@ -125,6 +125,15 @@ def test_enqueued_points_run_first_and_are_not_queued_twice(tmp_path):
     assert main(["study", "run", str(d), "--trials", "3", "--quiet", *queue]) == 0
     trials = load(d).trials
     assert len(trials) == 3 and trials[2].params["eta"] not in (0.5, 2.0)
+    # a point whose trial failed for good (retries used up) is queued again, not counted as tried
+    study = load(d)
+    lost = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"eta": 1.0},
+                                     distributions={"eta": trials[0].distributions["eta"]},
+                                     system_attrs={"fixed_params": {"eta": 1.0}})
+    study.add_trial(lost)
+    assert main(["study", "run", str(d), "--trials", "4", "--quiet", "--enqueue", "eta=1.0"]) == 0
+    trials = load(d).trials
+    assert trials[4].state == optuna.trial.TrialState.COMPLETE and trials[4].params["eta"] == 1.0
 
 
 def _two_workers(d, extra, storage=None, name=None):
