@@ -527,6 +527,19 @@ def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
+def running_elsewhere(study: optuna.Study) -> int:
+    """Trials that live workers are running now, counted only where the storage keeps heartbeats (RDB):
+    there a dead worker's trial is first failed and queued again, so what is left RUNNING is alive. A
+    journal file has no heartbeat, so its RUNNING trials may be dead ones and count as 0."""
+    heartbeat = getattr(study._storage, "get_heartbeat_interval", None)  # as Optuna's fail_stale_trials reads it
+    if heartbeat is None or not heartbeat():
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def continue_hint(directory: Path, url: str | None, name: str, trials: int) -> str:
     storage = f" --storage {_safe(url)}" if url else ""
     study = f" --study-name {name}" if name != directory.name else ""
@@ -537,11 +550,13 @@ def run_study(study: optuna.Study, settings: StudySettings, directory: Path, tri
               quiet: bool = True, hint: str = "") -> int:
     """Run trials in this process until the study has `trials` finished ones; returns how many it ran.
 
-    Several processes may run this on one storage: each checks the count before every trial, so
-    together they stop at N or a little past it (at most one extra trial per other worker).
+    Several processes may run this on one storage: each counts, before every trial, the finished ones and
+    those other live workers are running, so a worker does not start a trial that would take the study
+    past N (two workers checking at the same instant still can). If a trial running elsewhere then fails,
+    the study ends one short; running the command again completes it.
     """
     ran, failures = 0, 0
-    while finished(study) < trials:
+    while finished(study) + running_elsewhere(study) < trials:
         last: list[FrozenTrial] = []
         started: list[int] = []
 

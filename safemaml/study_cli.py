@@ -117,7 +117,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     """Create or continue the study in DIR; every check happens before the first training."""
     from optuna.pruners import MedianPruner
 
-    from safemaml.study import continue_hint, enqueue_points, finished, load_or_create, run_study
+    from safemaml.study import (continue_hint, enqueue_points, finished, load_or_create, run_study,
+                                running_elsewhere)
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
@@ -138,7 +139,9 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     hint = continue_hint(directory, args.storage, name, args.trials)
     before = finished(study)
     ran = run_study(study, settings, directory, args.trials, args.device, args.quiet, hint)
-    print(f"study {name}: {finished(study)} finished trials ({ran} run here, {before} before); "
+    running = running_elsewhere(study)
+    elsewhere = f", {running} running in another worker" if running else ""
+    print(f"study {name}: {finished(study)} finished trials ({ran} run here, {before} before){elsewhere}; "
           f"see `safemaml study show {directory}" + (" --storage ..." if args.storage else "") + "`")
     return 0
 

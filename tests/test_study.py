@@ -149,6 +149,28 @@ def _two_workers(d, extra, storage=None, name=None):
     assert all((d / r / "last.pt").is_file() for r in runs)
 
 
+def test_a_worker_does_not_start_a_trial_another_live_worker_is_finishing(tmp_path, capsys):
+    # N = 2 with 1 finished and 1 RUNNING elsewhere (fresh heartbeat): starting another would make 3, as the
+    # HalfCheetahVel alpha study's second worker did (15 CPU-minutes). A dead worker's trial (no heartbeat
+    # for longer than the grace period) is failed, queued again and run.
+    d = tmp_path / "s"
+    assert main(["study", "run", str(d), *TINY, "--seeds", "1", "--trials", "1"]) == 0
+    from safemaml.study import open_storage
+    storage = open_storage(f"sqlite:///{d}/study.db")
+    with pytest.warns(UserWarning, match="Heartbeat of storage"):  # Optuna: ask() is not optimize()
+        other = optuna.load_study(study_name="s", storage=storage).ask()
+    storage.record_heartbeat(other._trial_id)
+    capsys.readouterr()
+    assert main(["study", "run", str(d), "--trials", "2", "--quiet"]) == 0  # grace 30 s: the other is alive
+    assert "(0 run here, 1 before), 1 running in another worker" in capsys.readouterr().out
+    assert states(load(d)) == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+    time.sleep(3)  # the other worker died: its heartbeat is older than a grace period of 2 s
+    assert main(["study", "run", str(d), "--trials", "2", "--quiet", "--heartbeat", "1", "--grace", "2"]) == 0
+    assert states(load(d)) == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                               optuna.trial.TrialState.COMPLETE]
+    assert load(d).trials[2].system_attrs["failed_trial"] == 1
+
+
 def test_two_workers_share_one_sqlite_study(tmp_path):
     _two_workers(tmp_path / "s", [])
 
