@@ -96,17 +96,20 @@ HELD_OUT_PHASE = 1000  # seed part of the held-out pre-update sample (inner_loop
 
 
 def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: int, repeats: int,
-                        seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        seed: int, device: torch.device, progress: Path | None = None,
+                        key: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """pre [K, repeats, n] (the adaptation data), held-out pre [K, repeats], post [K, repeats, n].
 
     The held-out trajectory of round r is sampled with theta apart from the adaptation data
-    (its own seed), so theta'_T of that round never saw it.
+    (its own seed), so theta'_T of that round never saw it. Every round's seeds derive from (seed, r),
+    so an evaluation stopped after some rounds continues where it stopped: the finished rounds are kept
+    in `progress` (with `key`, which names the request) after each round.
     """
     spec = policy_spec(cfg, family)
     sampler = Sampler(family, spec, len(tasks), n, device=device, clip_actions=cfg.clip_actions)
     held_sampler = Sampler(family, spec, len(tasks), 1, device=device, clip_actions=cfg.clip_actions)
-    pre_all, held_all, post_all = [], [], []
-    for r in range(repeats):
+    pre_all, held_all, post_all = load_rounds(progress, key)
+    for r in range(len(pre_all), repeats):
         inner = inner_loop(spec, cfg.adapt, params, sampler, tasks, lambda s: derive_seed(seed, r, s),
                            lambda t: advantages(t.obs, t.rewards, t.mask, cfg.gamma, cfg.gae_lambda))
         post = sampler.sample(inner.fast, tasks, seed=derive_seed(seed, r, 1))
@@ -114,7 +117,29 @@ def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: i
         pre_all.append(inner.pre.returns.cpu().numpy())
         held_all.append(held.returns[:, 0].cpu().numpy())
         post_all.append(post.returns.cpu().numpy())
+        if progress is not None:
+            save_rounds(progress, key, pre_all, held_all, post_all)
     return np.stack(pre_all, 1), np.stack(held_all, 1), np.stack(post_all, 1)
+
+
+def load_rounds(path: Path | None, key: str) -> tuple[list, list, list]:
+    """The rounds an interrupted evaluation of the same request finished (none if the file is missing,
+    unreadable or from another request)."""
+    try:
+        with np.load(path) as f:
+            if str(f["key"]) != key:
+                return [], [], []
+            return [list(np.moveaxis(f[name], 1, 0)) for name in ("pre", "held", "post")]
+    except (OSError, ValueError, KeyError, TypeError):  # TypeError: path None
+        return [], [], []
+
+
+def save_rounds(path: Path, key: str, pre: list, held: list, post: list) -> None:
+    """Keep the finished rounds, written atomically (a stop while writing leaves the previous file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, key=np.array(key), pre=np.stack(pre, 1), held=np.stack(held, 1), post=np.stack(post, 1))
+    tmp.replace(path)
 
 
 def write_returns_csv(path: Path, family: TaskFamily, tasks: np.ndarray, pre: np.ndarray, held: np.ndarray,
@@ -184,11 +209,13 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
         return earlier
     params = {k: v.to(device) for k, v in ckpt["params"].items()}
     inside = out.resolve().is_relative_to(run.resolve())
+    progress = out.with_name(out.name + ".rounds.npz")  # the finished rounds, until the folder is complete
     with folder.lock() if inside else contextlib.nullcontext(), replaced_folder(out) as tmp:
         pre, held, post = sample_before_after(family, cfg, params, tasks, trajectories, repeats, seed,
-                                              torch.device(device))
+                                              torch.device(device), progress, json.dumps(request, sort_keys=True))
         summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, trajectories, repeats, beta, delta,
                          request)
+    progress.unlink(missing_ok=True)
     return summary
 
 

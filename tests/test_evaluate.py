@@ -3,13 +3,18 @@ and every summary number recomputed from the CSVs with scipy."""
 
 import csv
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 from scipy import optimize, stats
 
-from helpers import tiny_config
+from helpers import interruptible, tiny_config
 from safemaml import config as config_io
 from safemaml.adapt import adapt
 from safemaml.cli import main
@@ -230,3 +235,42 @@ def test_reuse_returns_the_earlier_evaluation_only_for_the_same_checkpoint_and_r
     stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
     evaluate_run(path, **request)  # without reuse: always evaluated
     assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
+
+
+def test_an_interrupted_evaluation_continues_from_its_finished_rounds(tmp_path):
+    # HalfCheetahVel's evaluations take 20-30 CPU-minutes; a stop must not throw the finished rounds away
+    path = tmp_path / "run"
+    train(tiny_config(iterations=1), path, quiet=True)
+    args = ["evaluate", str(path), "--sample", "3", "--trajectories", "2", "--repeats", "12"]
+    worker = subprocess.Popen([sys.executable, "-m", "safemaml.cli", *args, "--out", str(tmp_path / "b")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=interruptible)
+    progress = tmp_path / "b.rounds.npz"
+    while not progress.exists():
+        assert worker.poll() is None, worker.communicate()
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGINT)
+    worker.communicate(timeout=60)
+    assert worker.returncode != 0 and not (tmp_path / "b").exists()
+    with np.load(progress) as f:
+        saved = {name: f[name] for name in f.files}
+    done = saved["pre"].shape[1]
+    assert 1 <= done < 12
+    # mark round 0 in the file: the continued evaluation must take its rounds from there, not sample them again
+    saved["pre"][:, 0] += 1000.0
+    with open(progress, "wb") as f:
+        np.savez(f, **saved)
+    shutil.copy(progress, tmp_path / "c.rounds.npz")  # the same rounds, for another request (13 rounds)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert not progress.exists()
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0  # uninterrupted
+    assert main([*args[:-1], "13", "--out", str(tmp_path / "c")]) == 0
+    a, b, c = (_rows_by_round(tmp_path / d / "returns.csv") for d in "abc")
+    assert b[0] != a[0] and all(b[r] == a[r] for r in range(1, 12))  # round 0 from the file, the rest as sampled
+    assert all(c[r] == a[r] for r in range(12))  # another request does not use the file
+
+
+def _rows_by_round(path):
+    rounds = {}
+    for row in _read(path):
+        rounds.setdefault(int(row["repeat"]), []).append((row["task_index"], row["phase"], row["return"]))
+    return rounds
