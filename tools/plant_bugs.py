@@ -2,6 +2,7 @@
 
     python tools/plant_bugs.py                # every bug: KILLED (with the first failing test) or SURVIVED
     python tools/plant_bugs.py --import-time  # mutmut's mutants of code that runs at import (docs/testing.md)
+    python tools/plant_bugs.py --only WORDS   # the bugs whose description contains WORDS
 
 Run from the repository root with the project importable. The source file is always restored, also
 on Ctrl-C. The table in docs/testing.md is this script's output.
@@ -13,6 +14,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+EVAL_RESUME = "tests/test_evaluate.py::test_an_interrupted_evaluation_continues_from_its_finished_rounds"
+LIVE_WORKER = "tests/test_study.py::test_a_worker_does_not_start_a_trial_another_live_worker_is_finishing"
 
 # (what, file, text, replacement, test files)
 BUGS = [
@@ -66,6 +70,20 @@ BUGS = [
      ["tests/test_masked.py"]),
     ("advantage variance over steps not taken", "safemaml/returns.py",
      "var = ((x - mean).pow(2) * mask)", "var = (x - mean).pow(2)", ["tests/test_masked.py"]),
+    ("interrupted evaluation starts over", "safemaml/evaluate.py",
+     "pre_all, held_all, post_all = load_rounds(progress, key)", "pre_all, held_all, post_all = [], [], []",
+     [EVAL_RESUME]),
+    ("evaluation's saved rounds used for another request", "safemaml/evaluate.py",
+     'if str(f["key"]) != key:', "if False:", [EVAL_RESUME]),
+    ("evaluation's saved rounds kept after it completes", "safemaml/evaluate.py",
+     "    progress.unlink(missing_ok=True)", "    pass", [EVAL_RESUME]),
+    ("study worker ignores trials running elsewhere", "safemaml/study.py",
+     "while finished(study) + running_elsewhere(study) < trials:", "while finished(study) < trials:", [LIVE_WORKER]),
+    ("dead worker's trial counted as running", "safemaml/study.py",
+     "        optuna.storages.fail_stale_trials(study)", "        pass", [LIVE_WORKER]),
+    ("--enqueue skips a point whose trials all failed", "safemaml/study.py",
+     "TrialState.RUNNING, TrialState.WAITING)", "TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)",
+     ["tests/test_study.py::test_enqueued_points_run_first_and_are_not_queued_twice"]),
 ]
 
 # mutmut switches mutants at call time, after the modules are imported, so it cannot measure code that runs
@@ -102,7 +120,11 @@ def plant(path: str, text: str, replacement: str, tests: list[str]) -> tuple[boo
 
 def main() -> int:
     survivors = 0
-    for what, path, text, replacement, tests in (IMPORT_TIME if "--import-time" in sys.argv else BUGS):
+    bugs = IMPORT_TIME if "--import-time" in sys.argv else BUGS
+    if "--only" in sys.argv:
+        words = sys.argv[sys.argv.index("--only") + 1]
+        bugs = [bug for bug in bugs if words in bug[0]]
+    for what, path, text, replacement, tests in bugs:
         killed, by = plant(path, text, replacement, tests)
         survivors += not killed
         print(f"{'KILLED  ' if killed else 'SURVIVED'} {what}: {by}", flush=True)
