@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 from pathlib import Path
@@ -29,7 +30,7 @@ from safemaml.policy import action_std
 from safemaml.returns import advantages
 from safemaml.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.rundir import RunDir, check_params, load_checkpoint, replaced_folder
+from safemaml.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
 from safemaml.trainer import derive_seed, policy_spec
 
 MAX_GRID_TASKS = 10_000
@@ -125,21 +126,22 @@ def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: i
 def load_rounds(path: Path | None, key: str) -> tuple[list, list, list]:
     """The rounds an interrupted evaluation of the same request finished (none if the file is missing,
     unreadable or from another request)."""
+    if path is None:
+        return [], [], []
     try:
         with np.load(path) as f:
             if str(f["key"]) != key:
                 return [], [], []
             return [list(np.moveaxis(f[name], 1, 0)) for name in ("pre", "held", "post")]
-    except (OSError, ValueError, KeyError, TypeError):  # TypeError: path None
+    except (OSError, ValueError, KeyError):
         return [], [], []
 
 
 def save_rounds(path: Path, key: str, pre: list, held: list, post: list) -> None:
     """Keep the finished rounds, written atomically (a stop while writing leaves the previous file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, key=np.array(key), pre=np.stack(pre, 1), held=np.stack(held, 1), post=np.stack(post, 1))
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, key=np.array(key), pre=np.stack(pre, 1), held=np.stack(held, 1), post=np.stack(post, 1))
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_returns_csv(path: Path, family: TaskFamily, tasks: np.ndarray, pre: np.ndarray, held: np.ndarray,

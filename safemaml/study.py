@@ -351,15 +351,9 @@ def _holds_point(study: optuna.Study, point: dict[str, Any]) -> bool:
     alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     for trial in study.get_trials(deepcopy=False, states=alive):
         params = trial.system_attrs.get("fixed_params", trial.params)
-        if all(name in params and _same(params[name], value) for name, value in point.items()):
+        if all(name in params and params[name] == value for name, value in point.items()):
             return True
     return False
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return float(a) == float(b)
-    return a == b
 
 
 def _in_space(name: str, value: Any, dist: BaseDistribution) -> Any:
