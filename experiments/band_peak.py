@@ -1,10 +1,10 @@
 """The worst negative adaptation per comparison run: the largest per-task mean Γ in one evaluation folder.
 
-Usage (repository root): python experiments/band_peak.py COMPARE_DIR [--folder eval-band]
+Usage (repository root): python experiments/band_peak.py COMPARE_DIR [--folder eval-band] [--reference ARM]
 
 For every COMPARE_DIR/ARM/seed-N/FOLDER/tasks.csv (written by `safemaml compare`), takes the largest
 `mean_gamma` over the tasks: how much the inner step hurts on the task where it hurts most. Prints it per
-arm and seed, and each arm minus the first arm (`maml` when present) paired over the seeds, with a 95%
+arm and seed, and each arm minus the reference arm (`maml` by default) paired over the seeds, with a 95%
 t-interval and a Wilcoxon p (`safemaml.compare`). V̂ and the fraction of tasks with mean Γ > 0 count tasks;
 this measures the size of the worst one. It is not one of the comparison's endpoints fixed in advance:
 docs/results.md reports it as a look taken after the comparison ran.
@@ -32,11 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("compare_dir", type=Path, help="a `safemaml compare` output folder")
     parser.add_argument("--folder", default="eval-band", help="evaluation folder in each run (default eval-band)")
+    parser.add_argument("--reference", default="maml", help="the arm every other is paired against (default maml)")
     args = parser.parse_args(argv)
     table = peaks(args.compare_dir, args.folder)
     if not table:
         sys.exit(f"no */seed-*/{args.folder}/tasks.csv under {args.compare_dir}: run `safemaml compare` first")
-    reference = "maml" if "maml" in table else next(iter(table))
+    reference = args.reference
+    if reference not in table:
+        sys.exit(f"no arm {reference} under {args.compare_dir} (arms: {', '.join(table)})")
     seeds = sorted(table[reference])
     for arm, by_seed in table.items():
         if sorted(by_seed) != seeds:

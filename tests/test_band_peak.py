@@ -30,6 +30,8 @@ def test_the_peak_is_the_largest_task_gamma_and_the_difference_is_paired_over_se
     assert out[1].split()[:5] == ["cvar", "+4.0", "+6.0", "+8.0", "mean"]
     assert "− maml -14.0 [-33.9, +5.9]" in out[1] and "lower on 3 of 3" in out[1]
     assert out[2].split()[:4] == ["maml", "+10.0", "+20.0", "+30.0"]
+    band_peak.main([str(compare), "--reference", "cvar"])
+    assert "− cvar +14.0 [-5.9, +33.9]" in capsys.readouterr().out.splitlines()[2]
 
 
 def test_unpaired_seeds_or_no_runs_are_a_one_line_error(tmp_path):
@@ -38,3 +40,5 @@ def test_unpaired_seeds_or_no_runs_are_a_one_line_error(tmp_path):
     compare = _compare(tmp_path, {"maml": [[1], [2]], "cvar": [[1]]})
     with pytest.raises(SystemExit, match="pair them first"):
         band_peak.main([str(compare)])
+    with pytest.raises(SystemExit, match="no arm quantile"):
+        band_peak.main([str(compare), "--reference", "quantile"])
