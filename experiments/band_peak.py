@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from safemaml.compare import paired_t_interval, paired_wilcoxon
+from safemaml.compare import paired_t_interval, paired_wilcoxon, task_gammas
 
 
 def peaks(compare_dir: Path, folder: str) -> dict[str, dict[int, float]]:
@@ -24,7 +23,7 @@ def peaks(compare_dir: Path, folder: str) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for path in sorted(compare_dir.glob(f"*/seed-*/{folder}/tasks.csv")):
         arm, seed = path.parts[-4], int(path.parts[-3].removeprefix("seed-"))
-        out.setdefault(arm, {})[seed] = float(pd.read_csv(path)["mean_gamma"].max())
+        out.setdefault(arm, {})[seed] = float(task_gammas(path.parent).max())
     return out
 
 

@@ -46,7 +46,8 @@ OBJECTIVE_COLUMNS = ["objective", "seeds", *[f"{m}_mean" for m in METRICS],
                      *[f"{key}_{m}" for m in SEED_TESTED for key in ("diff", "diff_lo", "diff_hi", "seed_wilcoxon_p")]]
 
 
-def _task_gammas(eval_dir: Path) -> np.ndarray:
+def task_gammas(eval_dir: Path) -> np.ndarray:
+    """Each task's mean Γ from an evaluation folder's tasks.csv, in task order."""
     with (eval_dir / "tasks.csv").open() as f:
         return np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
 
@@ -156,7 +157,7 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
             _train(config_io.override(configs[name], {"seed": seed}), run, quiet)
             for suffix, (folder, task_kwargs) in task_sets.items():
                 row = {"objective": name, "seed": seed, **_evaluate(run, run / folder, eval_kwargs | task_kwargs)}
-                gammas[suffix, name, seed] = _task_gammas(run / folder)
+                gammas[suffix, name, seed] = task_gammas(run / folder)
                 row["task_wilcoxon_p"] = (float("nan") if name == objectives[0] else paired_wilcoxon(
                     gammas[suffix, name, seed], gammas[suffix, objectives[0], seed]))
                 rows[suffix].append(row)
