@@ -18,11 +18,12 @@ import sys
 PROBE = r"""
 import json, resource, sys, time
 import safemaml, torch
-from safemaml.adapt import AdaptConfig, adapt
-from safemaml.curvature import make_fvp
-from safemaml.metastep import MetaData
-from safemaml.policy import PolicySpec
-from safemaml.rollout import Trajectories
+from safemaml.engine.adapt import adapt
+from safemaml.config import AdaptConfig
+from safemaml.engine.curvature import make_fvp
+from safemaml.engine.metastep import MetaData
+from safemaml.engine.policy import PolicySpec
+from safemaml.engine.rollout import Trajectories
 
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

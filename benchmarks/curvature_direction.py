@@ -21,10 +21,11 @@ import torch  # noqa: E402
 
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
-from safemaml.curvature import make_fvp  # noqa: E402
-from safemaml.metaopt import conjugate_gradient  # noqa: E402
-from safemaml.metastep import MetaData, inner_loop, meta_loss  # noqa: E402
-from safemaml.trainer import Learner  # noqa: E402
+from safemaml.engine.curvature import make_fvp  # noqa: E402
+from safemaml.engine.metaopt import conjugate_gradient  # noqa: E402
+from safemaml.engine.metastep import MetaData, inner_loop, meta_loss  # noqa: E402
+from safemaml.engine.learner import Learner  # noqa: E402
+from safemaml.runs.train import new_learner
 
 VARIANTS = [("exact", 1.0, 10), ("adapted-fisher", 1.0, 10), ("adapted-fisher", 0.25, 10),
             ("adapted-fisher", 0.25, 5), ("exact", 0.25, 10), ("adapted-fisher", 0.5, 10)]
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="halfcheetah-vel")
     args = parser.parse_args()
     cfg = config_io.preset(args.tasks)
-    learner = Learner.create(cfg)
+    learner = new_learner(cfg)
     tasks = learner.pre_sampler.family.sample(cfg.meta_batch_size, np.random.default_rng(0))
     inner = inner_loop(learner.spec, cfg.adapt, learner.params, learner.pre_sampler, tasks, lambda s: s,
                        learner.advantages)

@@ -23,9 +23,10 @@ import torch  # noqa: E402
 
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
-from safemaml.adapt import adapt_loop, adapt_vmap  # noqa: E402
-from safemaml import trainer  # noqa: E402
-from safemaml.trainer import Learner, meta_step  # noqa: E402
+from safemaml.engine.adapt import adapt_loop, adapt_vmap  # noqa: E402
+from safemaml.engine import learner as trainer  # noqa: E402
+from safemaml.engine.learner import Learner, meta_step  # noqa: E402
+from safemaml.runs.train import new_learner
 
 
 def timed(fn, repeats: int) -> float:
@@ -136,7 +137,7 @@ def main() -> None:
           f"device {args.device}")
     print(f"# {base.tasks}: {base.meta_batch_size} tasks x ({base.fast_batch_size} + {base.post_batch_size}) "
           f"trajectories, TRPO cg_iters={base.meta.cg_iters}; the variants alternate, best of {args.repeats}")
-    learners = {name: Learner.create(cfg) for name, cfg in configs.items()}  # the same seed: the same first data
+    learners = {name: new_learner(cfg) for name, cfg in configs.items()}  # the same seed: the same first data
     rows: dict[str, list[dict]] = {name: [] for name in configs}
     clock = StepClock()
     for i in range(args.repeats):

@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import safemaml  # noqa: E402,F401
-from safemaml.policy import PolicySpec, mean_action  # noqa: E402
-from safemaml.rollout import Sampler, torch_threads  # noqa: E402
+from safemaml.engine.policy import PolicySpec, mean_action  # noqa: E402
+from safemaml.engine.rollout import Sampler, torch_threads  # noqa: E402
 from safemaml.tasks import get_family  # noqa: E402
 
 GYM_ID = {"halfcheetah-vel": "safemaml/HalfCheetahVel-v0", "halfcheetah-dir": "safemaml/HalfCheetahDir-v0",

@@ -5,7 +5,7 @@ Usage (repository root): python experiments/band_peak.py COMPARE_DIR [--folder e
 For every COMPARE_DIR/ARM/seed-N/FOLDER/tasks.csv (written by `safemaml compare`), takes the largest
 `mean_gamma` over the tasks: how much the inner step hurts on the task where it hurts most. Prints it per
 arm and seed, and each arm minus the reference arm (`maml` by default) paired over the seeds, with a 95%
-t-interval and a Wilcoxon p (`safemaml.compare`). V̂ and the fraction of tasks with mean Γ > 0 count tasks;
+t-interval and a Wilcoxon p (`safemaml.runs.compare`). V̂ and the fraction of tasks with mean Γ > 0 count tasks;
 this measures the size of the worst one. It is not one of the comparison's endpoints fixed in advance:
 docs/results.md reports it as a look taken after the comparison ran.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safemaml.compare import paired_t_interval, paired_wilcoxon, task_gammas
+from safemaml.runs.compare import paired_t_interval, paired_wilcoxon, task_gammas
 
 
 def peaks(compare_dir: Path, folder: str) -> dict[str, dict[int, float]]:

@@ -28,7 +28,7 @@ import optuna
 
 from safemaml.config import from_dict, toml_value
 from safemaml.errors import SafeMamlError
-from safemaml.study import is_config_key, open_storage, storage_url
+from safemaml.studies.study import is_config_key, open_storage, storage_url
 
 Trial = dict  # {"number", "params", "objective", "post", "v_hat", "std"}
 

@@ -2,7 +2,7 @@
 on the Gaussian bandit, where MAML shows negative adaptation by construction?
 
 For every objective and training seed (the statistical unit; the same seeds for every arm) it trains
-with safemaml's trainer, then measures the last policy exactly with safemaml.bandit_exact: E[Gamma_T],
+with safemaml's trainer, then measures the last policy exactly with safemaml.engine.bandit_exact: E[Gamma_T],
 p_T = Pr(Gamma_T <= 0) and the violation rate V = Pr_T(p_T < 1 - beta) over p(T) = U[-1, 1]^2 (midpoint
 rule), from closed-form returns and adaptations -- not from the training code's metrics. The initial
 policy of each seed is measured the same way. Writes, into --out:
@@ -33,11 +33,12 @@ import torch
 from scipy import stats
 
 from safemaml import config as config_io
-from safemaml.bandit_exact import InnerStep, TaskStatistics, midpoint_grid, task_statistics
+from safemaml.engine.bandit_exact import InnerStep, TaskStatistics, midpoint_grid, task_statistics
 from safemaml.config import TrainConfig
-from safemaml.report import paired_seed_panel
+from safemaml.measure.figures import paired_seed_panel
 from safemaml.tasks import get_family
-from safemaml.trainer import load_checkpoint, policy_spec, train
+from safemaml.engine.learner import policy_spec
+from safemaml.runs.train import load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parent.parent
 STAT_FIELDS = ("pre_return", "post_return", "mean_gamma", "p", "p_se", "p_expected", "post_std")

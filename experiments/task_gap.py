@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from safemaml.compare import paired_t_interval
+from safemaml.runs.compare import paired_t_interval
 
 
 def per_round_gamma(returns: pd.DataFrame) -> pd.DataFrame:

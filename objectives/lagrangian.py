@@ -18,7 +18,7 @@ from torch import Tensor
 from objectives.base import register, state
 from objectives.penalty import PenaltyObjective, pairs, return_scale, score_surrogate
 from safemaml.errors import SafeMamlError
-from safemaml.metabatch import MetaBatch
+from safemaml.engine.metabatch import MetaBatch
 
 
 @register

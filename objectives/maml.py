@@ -7,7 +7,7 @@ import dataclasses
 from torch import Tensor
 
 from objectives.base import Objective, register
-from safemaml.metabatch import MetaBatch
+from safemaml.engine.metabatch import MetaBatch
 
 
 @register

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from objectives.base import Objective
 from safemaml.errors import SafeMamlError
-from safemaml.metabatch import MetaBatch
+from safemaml.engine.metabatch import MetaBatch
 
 
 def pairs(batch: MetaBatch) -> Tensor:

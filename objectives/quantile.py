@@ -20,7 +20,7 @@ from torch import Tensor
 
 from objectives.base import register
 from objectives.penalty import PenaltyObjective, pairs, return_scale, score_surrogate
-from safemaml.metabatch import MetaBatch
+from safemaml.engine.metabatch import MetaBatch
 
 
 def upper_quantile(x: Tensor, level: float) -> Tensor:

@@ -1,13 +1,11 @@
 """safemaml: measure and reduce negative adaptation in MAML for reinforcement learning.
 
-The Python API (see safemaml.api): `safemaml.train`, `safemaml.resume`, `safemaml.evaluate`,
+The Python API (see safemaml.api): `safemaml.train`, `safemaml.resume`, `safemaml.runs.evaluate`,
 `safemaml.load_run`. Importing the package registers the Gymnasium ids
 `safemaml/HalfCheetahVel-v0`, `safemaml/HalfCheetahDir-v0`, `safemaml/AntVel-v0` and `safemaml/AntDir-v0`.
 """
 
 import os
-import sys
-import types
 
 # Idle OpenMP threads of torch spin and steal the cores MuJoCo steps on; this only takes
 # effect when safemaml is imported before torch (sampling also runs torch on one thread).
@@ -19,7 +17,7 @@ from safemaml.allocator import keep_freed_memory  # noqa: E402
 # faster meta-steps on CPU. Opt out with SAFEMAML_MALLOC=system.
 keep_freed_memory()
 
-from safemaml.envs.gym_envs import register_envs  # noqa: E402
+from safemaml.tasks.gym import register_envs  # noqa: E402
 from safemaml.errors import RunFault, SafeMamlError  # noqa: E402
 
 __version__ = "0.1.0"
@@ -36,17 +34,5 @@ def __getattr__(name: str):
         return getattr(api, name)
     raise AttributeError(f"module 'safemaml' has no attribute {name!r}")
 
-
-class _Package(types.ModuleType):
-    """Keeps `safemaml.evaluate` the API function: importing the submodule safemaml/evaluate.py
-    would otherwise bind the module to that name (use `from safemaml.evaluate import ...` for it)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 __all__ = ["SafeMamlError", "RunFault", "__version__", *API]

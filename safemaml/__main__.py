@@ -1,5 +1,5 @@
 import sys
 
-from safemaml.cli import main
+from safemaml.cli.main import main
 
 sys.exit(main())

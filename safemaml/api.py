@@ -1,4 +1,4 @@
-"""The public Python API: `safemaml.train`, `safemaml.resume`, `safemaml.evaluate`, `safemaml.load_run`.
+"""The public Python API: `safemaml.train`, `safemaml.resume`, `safemaml.runs.evaluate`, `safemaml.load_run`.
 
 The `safemaml` command is a thin layer over these functions; everything it can do, a notebook can:
 
@@ -21,7 +21,7 @@ from typing import Any
 from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
-from safemaml.rundir import RunDir
+from safemaml.runs.rundir import RunDir
 
 
 def resolve_config(config: TrainConfig | str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -51,7 +51,7 @@ def validate(cfg: TrainConfig) -> None:
     """Everything about `cfg` that can be checked before a run folder is touched."""
     from objectives import make_objective
     from safemaml.tasks import get_family
-    from safemaml.trainer import policy_spec, torch_device
+    from safemaml.engine.learner import policy_spec, torch_device
 
     family = get_family(cfg.tasks)
     torch_device(cfg.device)
@@ -66,7 +66,7 @@ def train(config: TrainConfig | str | Path | None = None, out: str | Path | None
     `config`: a TrainConfig, a TOML file, or a preset name such as "nav2d". `overrides`: config
     values, with `__` for the dot (`iterations=3, adapt__fast_lr=0.05, objective__name="cvar"`).
     """
-    from safemaml import trainer
+    from safemaml.runs import train as trainer
 
     settings = _dotted(overrides)
     cfg = resolve_config(config, settings, tasks=settings.pop("tasks", None))  # tasks="nav2d": nav2d's preset
@@ -85,7 +85,7 @@ def default_out(cfg: TrainConfig) -> Path:
 def resume(run: str | Path, iterations: int | None = None, device: str | None = None, *, quiet: bool = True,
            tensorboard: bool = False) -> "Run":
     """Continue a run from its last checkpoint (to `iterations` in all, default: its config's)."""
-    from safemaml import trainer
+    from safemaml.runs import train as trainer
 
     folder = RunDir(run)
     cfg = folder.read_config()
@@ -102,8 +102,8 @@ def evaluate(run: str | Path, out: str | Path | None = None, *, grid: str | None
     """Before/after returns of the run's last checkpoint on `sample` tasks drawn from p(T) (40 by
     default) or a `grid`; writes RUN/eval (or `out`) and returns the summary (summary.json).
     beta and delta default to the run's objective, repeats to evaluate.DEFAULT_ROUNDS."""
-    from safemaml.evaluate import evaluate_run
-    from safemaml.trainer import torch_device
+    from safemaml.runs.evaluate import evaluate_run
+    from safemaml.engine.learner import torch_device
 
     torch_device(device)
     if seed < 0:

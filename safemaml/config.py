@@ -17,11 +17,58 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from safemaml.adapt import AdaptConfig
 from safemaml.errors import SafeMamlError
-from safemaml.metaopt import MetaOptConfig
 
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+# TRPO's curvature choices (safemaml.engine.curvature.make_fvp builds each).
+CURVATURES = ("analytic", "exact", "gauss-newton", "adapted-fisher")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """The inner loop: step size, number of steps, and first- or second-order meta-gradients."""
+
+    fast_lr: float = 0.1
+    num_steps: int = 1
+    first_order: bool = False
+    vectorize: str = "auto"  # "vmap", "loop", or "auto": vmap on CUDA, the per-task loop on CPU
+    resample: bool = False  # num_steps > 1: sample fresh trajectories before every inner step (the paper's code)
+
+    def __post_init__(self) -> None:
+        if self.vectorize not in ("auto", "vmap", "loop"):
+            raise SafeMamlError(f"adapt.vectorize must be auto, vmap or loop, got {self.vectorize!r}")
+        if not self.fast_lr > 0:
+            raise SafeMamlError(f"adapt.fast_lr must be > 0, got {self.fast_lr}")
+
+
+@dataclass(frozen=True)
+class MetaOptConfig:
+    """The outer optimiser: 'trpo' (the paper's defaults) or 'adam'."""
+
+    name: str = "trpo"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_max_steps: int = 15
+    ls_backtrack_ratio: float = 0.8
+    lr: float = 1e-3  # Adam only
+    fvp_subsample: float = 1.0  # fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)
+    curvature: str = "analytic"  # TRPO's curvature: one of safemaml.engine.curvature.CURVATURES
+
+    def __post_init__(self) -> None:
+        if self.name not in ("trpo", "adam"):
+            raise SafeMamlError(f"unknown meta-optimizer {self.name!r}; known: trpo, adam")
+        for field in ("max_kl", "lr", "ls_backtrack_ratio"):
+            if not getattr(self, field) > 0:
+                raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
+        if self.curvature not in CURVATURES:
+            raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; known: {', '.join(CURVATURES)}")
+        if not 0 < self.fvp_subsample <= 1:
+            raise SafeMamlError(f"meta.fvp_subsample must be in (0, 1], got {self.fvp_subsample}")
+        if self.cg_damping < 0 or self.cg_iters < 1 or self.ls_max_steps < 1:
+            raise SafeMamlError("meta.cg_damping must be >= 0, cg_iters and ls_max_steps >= 1")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from safemaml import config as config_io
-from safemaml.policy import PolicySpec
-from safemaml.returns import advantages
-from safemaml.rollout import Sampler
+from safemaml.engine.policy import PolicySpec
+from safemaml.engine.returns import advantages
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
 
 

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from helpers import pre_batch
-from safemaml.adapt import AdaptConfig, adapt_loop, adapt_vmap, inner_loss
+from safemaml.engine.adapt import adapt_loop, adapt_vmap, inner_loss
+from safemaml.config import AdaptConfig
 from safemaml.errors import SafeMamlError
-from safemaml.policy import log_prob
+from safemaml.engine.policy import log_prob
 
 
 def _post_loss(spec, fast, traj):

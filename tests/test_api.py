@@ -18,7 +18,7 @@ def _csv(path):
 
 
 def test_train_evaluate_resume_and_load_a_run(tmp_path):
-    import safemaml.evaluate  # noqa: F401  (the submodule must not shadow the API function)
+    import safemaml.runs.evaluate  # noqa: F401  (the submodule must not shadow the API function)
 
     run = safemaml.train(out=tmp_path / "run", tasks="nav2d", adapt__fast_lr=0.05, **TINY)
     assert run.config.tasks == "nav2d" and run.config.adapt.fast_lr == 0.05 and run.iterations_done == 2

@@ -1,8 +1,8 @@
-"""The exact bandit statistics (safemaml.bandit_exact) against the training code and the sampled pipeline.
+"""The exact bandit statistics (safemaml.engine.bandit_exact) against the training code and the sampled pipeline.
 
-References: the inner step of safemaml.adapt.adapt_loop on rewards from the real BanditEnv; the
-advantages of safemaml.returns; and before/after returns sampled through the Sampler and the
-training inner loop (safemaml.evaluate.sample_before_after), compared within stated Monte-Carlo error.
+References: the inner step of safemaml.engine.adapt.adapt_loop on rewards from the real BanditEnv; the
+advantages of safemaml.engine.returns; and before/after returns sampled through the Sampler and the
+training inner loop (safemaml.runs.evaluate.sample_before_after), compared within stated Monte-Carlo error.
 """
 
 import math
@@ -10,13 +10,15 @@ import math
 import numpy as np
 import torch
 
-from safemaml.adapt import AdaptConfig, adapt_loop
-from safemaml.bandit_exact import (DTYPE, InnerStep, advantage_matrix, adapt_rounds, gaussian, inner_statistics,
+from safemaml.engine.adapt import adapt_loop
+
+from safemaml.config import AdaptConfig
+from safemaml.engine.bandit_exact import (DTYPE, InnerStep, advantage_matrix, adapt_rounds, gaussian, inner_statistics,
                                    midpoint_grid, task_statistics)
 from safemaml.config import PolicyConfig, TrainConfig
-from safemaml.evaluate import sample_before_after
-from safemaml.policy import PolicySpec, mean_action
-from safemaml.returns import advantages
+from safemaml.runs.evaluate import sample_before_after
+from safemaml.engine.policy import PolicySpec, mean_action
+from safemaml.engine.returns import advantages
 from safemaml.tasks import get_family
 
 FAMILY = get_family("bandit")

@@ -5,14 +5,14 @@ import sys
 
 import pytest
 
-from safemaml.cli import main
+from safemaml.cli.main import main
 from safemaml.tasks import FAMILY_NAMES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "safemaml.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "safemaml.cli.main", *args], capture_output=True, text=True)
 
 
 def test_tasks_lists_every_family(capsys):

@@ -6,8 +6,8 @@ import pytest
 from scipy import stats
 
 from helpers import tiny_config
-from safemaml.cli import main
-from safemaml.compare import compare
+from safemaml.cli.main import main
+from safemaml.runs.compare import compare
 
 
 def _task_gammas(path):
@@ -162,7 +162,7 @@ def test_compare_refuses_a_bad_band_before_training(tmp_path, capsys):
 
 
 def test_comparison_md_states_the_certificates_power():
-    from safemaml.compare import markdown_table, objective_rows
+    from safemaml.runs.compare import markdown_table, objective_rows
 
     rows = [{"objective": o, "seed": s, "pre_return": -3.0, "post_return": -2.0 - s, "mean_gamma": -1.0,
              "mean_gamma_ci": "[-2.00, 0.00]", "cvar_gamma": 0.5, "frac_negative": 0.1, "violation_rate": v,
@@ -177,7 +177,7 @@ def test_comparison_md_states_the_certificates_power():
 
 def test_a_difference_that_cancels_to_float_residue_reads_as_zero():
     # nav2d's cvar-neutral: per-seed V-hat differences that cancel left a mean of 1.16e-18 in comparison.md
-    from safemaml.compare import SEED_TESTED, difference_table
+    from safemaml.runs.compare import SEED_TESTED, difference_table
 
     nan = float("nan")
     row = {"objective": "cvar-neutral"} | {f"{k}_{m}": nan for m in SEED_TESTED

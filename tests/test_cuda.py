@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from safemaml.policy import PolicySpec
-from safemaml.rollout import Sampler
+from safemaml.engine.policy import PolicySpec
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
-from safemaml.trainer import train
+from safemaml.runs.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

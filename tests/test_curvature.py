@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from objectives import make_objective
-from safemaml.curvature import gaussian_kl_fisher, make_fvp
+from safemaml.engine.curvature import gaussian_kl_fisher, make_fvp
 from safemaml.errors import SafeMamlError
-from safemaml.metaopt import MetaOptConfig, autograd_fvp, trpo_step
-from safemaml.metastep import adapted, meta_loss
-from safemaml.policy import mean_action
+from safemaml.engine.metaopt import autograd_fvp, trpo_step
+from safemaml.config import MetaOptConfig
+from safemaml.engine.metastep import adapted, meta_loss
+from safemaml.engine.policy import mean_action
 from test_metaopt import _meta_data, _slice
 
 

@@ -6,10 +6,10 @@ import re
 import pytest
 
 from objectives import make_objective
-from safemaml.adapt import AdaptConfig
+from safemaml.config import AdaptConfig
 from safemaml.errors import SafeMamlError
-from safemaml.metaopt import MetaOptConfig
-from safemaml.policy import PolicySpec
+from safemaml.config import MetaOptConfig
+from safemaml.engine.policy import PolicySpec
 
 BAD = [
     (lambda: AdaptConfig(vectorize="gpu"), "adapt.vectorize must be auto, vmap or loop, got 'gpu'"),

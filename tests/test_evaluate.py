@@ -16,13 +16,14 @@ from scipy import optimize, stats
 
 from helpers import interruptible, tiny_config
 from safemaml import config as config_io
-from safemaml.adapt import adapt
-from safemaml.cli import main
-from safemaml.evaluate import HELD_OUT_PHASE, sample_before_after
-from safemaml.returns import advantages
-from safemaml.rollout import Sampler
+from safemaml.engine.adapt import adapt
+from safemaml.cli.main import main
+from safemaml.runs.evaluate import HELD_OUT_PHASE, sample_before_after
+from safemaml.engine.returns import advantages
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
-from safemaml.trainer import derive_seed, load_checkpoint, policy_spec, train
+from safemaml.engine.learner import derive_seed, policy_spec
+from safemaml.runs.train import load_checkpoint, train
 
 K, R, N = 6, 3, 4  # sampled tasks, rounds, trajectories per phase
 
@@ -200,7 +201,7 @@ def test_evaluate_bad_input_is_one_line(tmp_path, capsys, run):
 
 
 def test_grid_is_a_cartesian_product_for_two_parameter_families():
-    from safemaml.evaluate import parse_grid
+    from safemaml.runs.evaluate import parse_grid
 
     grid = parse_grid("-1:1:1", get_family("nav2d"))
     assert grid.shape == (9, 2) and {tuple(g) for g in grid} == {(x, y) for x in (-1, 0, 1) for y in (-1, 0, 1)}
@@ -208,7 +209,7 @@ def test_grid_is_a_cartesian_product_for_two_parameter_families():
 
 
 def test_reuse_returns_the_earlier_evaluation_only_for_the_same_checkpoint_and_request(tmp_path):
-    from safemaml.evaluate import evaluate_run
+    from safemaml.runs.evaluate import evaluate_run
 
     path = tmp_path / "run"
     train(tiny_config(iterations=1), path, quiet=True)
@@ -242,7 +243,7 @@ def test_an_interrupted_evaluation_continues_from_its_finished_rounds(tmp_path):
     path = tmp_path / "run"
     train(tiny_config(iterations=1), path, quiet=True)
     args = ["evaluate", str(path), "--sample", "3", "--trajectories", "2", "--repeats", "12"]
-    worker = subprocess.Popen([sys.executable, "-m", "safemaml.cli", *args, "--out", str(tmp_path / "b")],
+    worker = subprocess.Popen([sys.executable, "-m", "safemaml.cli.main", *args, "--out", str(tmp_path / "b")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=interruptible)
     progress = tmp_path / "b.rounds.npz"
     while not progress.exists():

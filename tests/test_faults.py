@@ -25,7 +25,7 @@ import torch
 from helpers import interruptible
 
 SCRIPT = Path(sys.executable).with_name("safemaml")
-COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "safemaml.cli"]
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "safemaml.cli.main"]
 TINY = ["--tasks", "nav2d", "--iterations", "2", "--meta-batch-size", "2", "--fast-batch-size", "2",
         "--post-batch-size", "2", "--set", "policy.hidden=[8, 8]", "--quiet"]
 
@@ -185,7 +185,7 @@ THROUGH_THE_SCRIPT = {
 
 def in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`safemaml ARGS` through cli.main in this process, with its stdout and stderr captured."""
-    from safemaml.cli import main
+    from safemaml.cli.main import main
 
     out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
     os.chdir(cwd)

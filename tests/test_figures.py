@@ -4,8 +4,8 @@
 import matplotlib.image as mpimg
 import numpy as np
 
-from safemaml import report
-from safemaml.report import before_after_figure, learning_curve
+from safemaml.measure import figures as report
+from safemaml.measure.figures import before_after_figure, learning_curve
 from safemaml.tasks import get_family
 
 BLUE, ORANGE = np.array([31, 119, 180]) / 255, np.array([255, 127, 14]) / 255  # tab:blue, tab:orange

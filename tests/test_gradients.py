@@ -25,7 +25,7 @@ from objectives import make_objective
 from objectives.cvar import cvar_weights
 from objectives.penalty import return_scale
 from objectives.quantile import upper_quantile
-from safemaml.metabatch import MetaBatch
+from safemaml.engine.metabatch import MetaBatch
 from safemaml.tasks import get_family
 
 FAMILY = get_family("bandit")

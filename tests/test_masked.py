@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from helpers import pre_batch
-from safemaml.adapt import AdaptConfig, adapt_loop, adapt_vmap, inner_loss
-from safemaml.fisher import maml_fvp
-from safemaml.metaopt import autograd_fvp
-from safemaml.metastep import MetaData, meta_loss
-from safemaml.policy import kl_divergence, log_prob
-from safemaml.returns import advantages, discounted_returns, gae
-from safemaml.rollout import Trajectories
+from safemaml.engine.adapt import adapt_loop, adapt_vmap, inner_loss
+from safemaml.config import AdaptConfig
+from safemaml.engine.fisher import maml_fvp
+from safemaml.engine.metaopt import autograd_fvp
+from safemaml.engine.metastep import MetaData, meta_loss
+from safemaml.engine.policy import kl_divergence, log_prob
+from safemaml.engine.returns import advantages, discounted_returns, gae
+from safemaml.engine.rollout import Trajectories
 
 GAMMA, LAM, LR = 0.9, 0.8, 0.1
 
@@ -194,8 +195,8 @@ def test_meta_loss_and_fisher_product_per_trajectory(data):
 def test_real_nav2d_terminations_through_the_meta_loss_and_fisher_product():
     """Post-update trajectories that really end at the goal (nav2d's termination, at different steps
     per task), sampled by per-task policies a = goal - s with tiny noise, through the same references."""
-    from safemaml.policy import PolicySpec
-    from safemaml.rollout import Sampler
+    from safemaml.engine.policy import PolicySpec
+    from safemaml.engine.rollout import Sampler
     from safemaml.tasks import get_family
 
     spec, params, pre, _ = pre_batch(K=3, n=5, seed=0)

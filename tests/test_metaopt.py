@@ -3,10 +3,12 @@ import torch
 
 from helpers import tiny_config
 from objectives import make_objective
-from safemaml.fisher import maml_fvp
-from safemaml.metaopt import MetaOptConfig, autograd_fvp, conjugate_gradient, trpo_step
-from safemaml.metastep import MetaData, adapted, meta_loss
-from safemaml.trainer import Learner
+from safemaml.engine.fisher import maml_fvp
+from safemaml.engine.metaopt import autograd_fvp, conjugate_gradient, trpo_step
+from safemaml.config import MetaOptConfig
+from safemaml.engine.metastep import MetaData, adapted, meta_loss
+from safemaml.engine.learner import Learner
+from safemaml.runs.train import new_learner
 
 
 def test_conjugate_gradient_solves_spd_system():
@@ -21,7 +23,7 @@ def test_conjugate_gradient_solves_spd_system():
 def _meta_data(first_order=False, edit=None, **overrides):
     """A real nav2d meta-batch in float64; `edit(params)` changes the initial parameters in place."""
     cfg = tiny_config(**{"adapt.first_order": first_order, **overrides})
-    learner = Learner.create(cfg)
+    learner = new_learner(cfg)
     learner.params = {k: v.double() for k, v in learner.params.items()}
     if edit is not None:
         edit(learner.params)

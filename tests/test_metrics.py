@@ -8,8 +8,8 @@ from scipy import optimize, stats
 
 from objectives.cvar import cvar_weights, value_at_risk
 from objectives.quantile import upper_quantile
-from safemaml.evaluate import DEFAULT_ROUNDS
-from safemaml.metrics import (bootstrap_ci, certificate, clopper_pearson_interval, clopper_pearson_lower, cvar_upper,
+from safemaml.runs.evaluate import DEFAULT_ROUNDS
+from safemaml.measure.metrics import (bootstrap_ci, certificate, clopper_pearson_interval, clopper_pearson_lower, cvar_upper,
                               min_passing_p, p_hat, pass_probability, per_task_rounds, round_statistics, summarize,
                               violation_rate, wins_to_pass)
 

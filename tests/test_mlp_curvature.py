@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from objectives import make_objective
-from safemaml.adapt import inner_loss
-from safemaml.curvature import make_fvp
+from safemaml.engine.adapt import inner_loss
+from safemaml.engine.curvature import make_fvp
 from safemaml.errors import SafeMamlError
-from safemaml.metaopt import autograd_fvp
-from safemaml.metastep import meta_loss
-from safemaml.mlp_curvature import DERIVATIVES, inner_hessian, record
-from safemaml.policy import ACTIVATIONS, PolicySpec
+from safemaml.engine.metaopt import autograd_fvp
+from safemaml.engine.metastep import meta_loss
+from safemaml.engine.mlp_curvature import DERIVATIVES, inner_hessian, record
+from safemaml.engine.policy import ACTIVATIONS, PolicySpec
 from test_metaopt import _meta_data, _slice
 
 
@@ -111,9 +111,10 @@ def test_an_activation_without_derivatives_is_a_clear_error(monkeypatch):
 def _synthetic(hidden, activation, seed=0):
     """Random float64 meta-batch of K = 3 tasks: episodes that end at random steps, one task with no step
     at all before adaptation, and the adapted policies that sampled the post-update data."""
-    from safemaml.adapt import AdaptConfig, adapt_loop
-    from safemaml.metastep import MetaData
-    from safemaml.rollout import Trajectories
+    from safemaml.engine.adapt import adapt_loop
+    from safemaml.config import AdaptConfig
+    from safemaml.engine.metastep import MetaData
+    from safemaml.engine.rollout import Trajectories
 
     g = torch.Generator().manual_seed(seed)
     K, n, H, O, A = 3, 4, 6, 5, 2
@@ -142,8 +143,8 @@ def _synthetic(hidden, activation, seed=0):
 def test_analytic_at_any_depth_with_ragged_and_empty_episodes(hidden, activation):
     """Reference: the mean KL of the adapted policies written with adapt_loop and kl_divergence, Hessian by
     double backward; independent of safemaml/fisher.py."""
-    from safemaml.adapt import adapt_loop
-    from safemaml.policy import kl_divergence
+    from safemaml.engine.adapt import adapt_loop
+    from safemaml.engine.policy import kl_divergence
 
     spec, cfg, theta, data = _synthetic(hidden, activation)
     leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}

@@ -11,10 +11,12 @@ import torch
 
 from helpers import tiny_config
 from objectives import make_objective
-from safemaml.metabatch import MetaBatch
-from safemaml.metaopt import MetaOptConfig, MetaOptimizer, trpo_step
-from safemaml.metastep import MetaData, adapted, meta_loss
-from safemaml.trainer import Learner, train
+from safemaml.engine.metabatch import MetaBatch
+from safemaml.engine.metaopt import MetaOptimizer, trpo_step
+from safemaml.config import MetaOptConfig
+from safemaml.engine.metastep import MetaData, adapted, meta_loss
+from safemaml.engine.learner import Learner
+from safemaml.runs.train import new_learner, train
 
 
 def _multipliers(obj, violations):
@@ -80,7 +82,7 @@ OBJECTIVES = [("maml", {}), ("lagrangian", {"multiplier": 5.0}), ("lagrangian", 
 @pytest.fixture(scope="module")
 def meta_data():
     cfg = tiny_config()
-    learner = Learner.create(cfg)
+    learner = new_learner(cfg)
     learner.params = {k: v.double() for k, v in learner.params.items()}
     tasks = learner.pre_sampler.family.sample(cfg.meta_batch_size, np.random.default_rng(0))
 

@@ -14,7 +14,7 @@ from objectives import available, make_objective
 from objectives.base import Objective, register
 from objectives.maml import Maml
 from safemaml.errors import SafeMamlError
-from safemaml.metabatch import MetaBatch
+from safemaml.engine.metabatch import MetaBatch
 
 BUILT_IN = {"maml", "lagrangian", "cvar", "quantile"}
 
@@ -151,7 +151,7 @@ def test_plugin_installed_through_the_entry_point(tmp_path):
     check = subprocess.run([sys.executable, "-c", textwrap.dedent('''
         import torch
         from objectives import make_objective
-        from safemaml.metabatch import MetaBatch
+        from safemaml.engine.metabatch import MetaBatch
         obj = make_objective("half-maml", weight=0.25)
         z = torch.zeros(2, 3)
         b = MetaBatch(z, z, torch.tensor([4.0, 8.0]), z, z, z, z, torch.zeros(2, 1))

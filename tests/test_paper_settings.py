@@ -7,11 +7,13 @@ import math
 import numpy as np
 import torch
 
-from safemaml.adapt import AdaptConfig, adapt_loop, adapt_vmap
-from safemaml.metastep import inner_loop
-from safemaml.policy import PolicySpec, log_prob
-from safemaml.returns import advantages
-from safemaml.rollout import Sampler
+from safemaml.engine.adapt import adapt_loop, adapt_vmap
+
+from safemaml.config import AdaptConfig
+from safemaml.engine.metastep import inner_loop
+from safemaml.engine.policy import PolicySpec, log_prob
+from safemaml.engine.returns import advantages
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
 from tests.helpers import tiny_config
 

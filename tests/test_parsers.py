@@ -13,9 +13,9 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from safemaml import config as config_io
-from safemaml.cli import _join_negative_values, build_parser
+from safemaml.cli.main import _join_negative_values, build_parser
 from safemaml.errors import SafeMamlError
-from safemaml.evaluate import parse_grid
+from safemaml.runs.evaluate import parse_grid
 from safemaml.tasks import get_family
 
 VELOCITY = get_family("halfcheetah-vel")  # one task parameter, accepts |v| <= 10

@@ -14,7 +14,7 @@ import torch
 from objectives import make_objective
 from objectives.cvar import value_at_risk
 from objectives.quantile import silverman_bandwidth
-from safemaml.metabatch import MetaBatch
+from safemaml.engine.metabatch import MetaBatch
 
 # ---- the reference ----------------------------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import pick_arms  # noqa: E402
 
-from safemaml.cli import main  # noqa: E402
-from safemaml.compare import arm_configs, load_arms  # noqa: E402
+from safemaml.cli.main import main  # noqa: E402
+from safemaml.runs.compare import arm_configs, load_arms  # noqa: E402
 from helpers import tiny_config  # noqa: E402
 from safemaml.tasks import get_family  # noqa: E402
 

@@ -18,11 +18,12 @@ import dataclasses
 import numpy as np
 import torch
 
-from safemaml.bandit_exact import InnerStep, gaussian, midpoint_grid, task_statistics
+from safemaml.engine.bandit_exact import InnerStep, gaussian, midpoint_grid, task_statistics
 from safemaml.config import PolicyConfig, TrainConfig
-from safemaml.policy import mean_action
+from safemaml.engine.policy import mean_action
 from safemaml.tasks import get_family
-from safemaml.trainer import policy_spec, train
+from safemaml.engine.learner import policy_spec
+from safemaml.runs.train import train
 
 BETA, DELTA = 0.1, 0.05
 FAMILY = get_family("bandit")

@@ -10,12 +10,14 @@ import torch
 from torch.distributions import Independent, Normal, kl_divergence as torch_kl
 
 from objectives.penalty import loo_center, return_scale
-from safemaml.adapt import AdaptConfig, adapt_loop, adapt_vmap
-from safemaml.metaopt import MetaOptConfig, MetaOptimizer
-from safemaml.metrics import bootstrap_ci
-from safemaml.policy import PolicySpec, action_std, kl_divergence, log_prob, mean_action
-from safemaml.returns import advantages
-from safemaml.rollout import Sampler
+from safemaml.engine.adapt import adapt_loop, adapt_vmap
+from safemaml.config import AdaptConfig
+from safemaml.engine.metaopt import MetaOptimizer
+from safemaml.config import MetaOptConfig
+from safemaml.measure.metrics import bootstrap_ci
+from safemaml.engine.policy import PolicySpec, action_std, kl_divergence, log_prob, mean_action
+from safemaml.engine.returns import advantages
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
 
 
@@ -164,9 +166,9 @@ def test_structured_fisher_product_is_used_exactly_where_it_is_exact(num_steps, 
     equals double backward through the adaptation, and for two second-order steps it does not."""
     from helpers import pre_batch
     from objectives import make_objective
-    from safemaml.fisher import maml_fvp, supports
-    from safemaml.metaopt import autograd_fvp
-    from safemaml.metastep import MetaData, meta_loss
+    from safemaml.engine.fisher import maml_fvp, supports
+    from safemaml.engine.metaopt import autograd_fvp
+    from safemaml.engine.metastep import MetaData, meta_loss
 
     spec, params, pre, pre_adv = pre_batch(K=2, n=3, seed=0)
     _, _, post, post_adv = pre_batch(K=2, n=3, seed=1)
@@ -186,7 +188,7 @@ def test_structured_fisher_product_is_used_exactly_where_it_is_exact(num_steps, 
 def test_adapt_dispatches_as_configured(monkeypatch, vectorize, expected):
     """vmap and the loop give equal results (test_adapt.py), so which one runs is observed directly:
     on CPU, "auto" picks the loop (measured faster there, docs/performance.md)."""
-    import safemaml.adapt as adapt_module
+    import safemaml.engine.adapt as adapt_module
 
     calls = []
     for name in ("adapt_vmap", "adapt_loop"):
@@ -224,7 +226,7 @@ def test_inner_loss_of_a_single_step():
     obs, actions = torch.randn(1, 4, 2, generator=g, dtype=torch.float64), torch.randn(1, 4, 2, generator=g,
                                                                                      dtype=torch.float64)
     adv, mask = torch.full((1, 4), 0.7, dtype=torch.float64), torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
-    from safemaml.adapt import inner_loss
+    from safemaml.engine.adapt import inner_loss
     expected = -_distribution(spec, params, obs[:, :1]).log_prob(actions[:, :1])[0, 0] * 0.7
     torch.testing.assert_close(inner_loss(spec, params, obs, actions, adv, mask), expected)
 
@@ -252,7 +254,7 @@ def test_a_std_that_is_not_learned_stays_put_through_adaptation_and_meta_steps(t
     """policy.learn_std = false (the matched-std control): the log std is exactly its initial value after
     adaptation and after every meta-step, while the mean's parameters move."""
     from helpers import tiny_config
-    from safemaml.trainer import load_checkpoint, train
+    from safemaml.runs.train import load_checkpoint, train
 
     cfg = tiny_config(iterations=2, checkpoint_every=1, **{"policy.learn_std": False, "policy.init_std": 0.6, "meta.name": meta,
                                        "meta.lr": 0.01})
@@ -274,7 +276,8 @@ def test_a_std_that_is_not_learned_is_held_at_init_std_when_fine_tuning(tmp_path
     policy.learn_std = false the checkpoint's std is replaced by policy.init_std and stays there,
     while the checkpoint's other parameters are the starting point."""
     from helpers import tiny_config
-    from safemaml.trainer import Learner, initial_params, load_checkpoint, train
+    from safemaml.engine.learner import Learner, initial_params
+    from safemaml.runs.train import load_checkpoint, new_learner, train
 
     train(tiny_config(iterations=1, **{"policy.init_std": 0.8}), tmp_path / "base", quiet=True)
     base = load_checkpoint(tmp_path / "base" / "last.pt")["params"]
@@ -285,5 +288,5 @@ def test_a_std_that_is_not_learned_is_held_at_init_std_when_fine_tuning(tmp_path
     held = load_checkpoint(tmp_path / "held" / "last.pt")["params"]
     torch.testing.assert_close(held["log_std"], torch.full_like(held["log_std"], math.log(0.3)), rtol=0, atol=0)
     learned = tiny_config(iterations=1, init=str(tmp_path / "base"), **{"policy.init_std": 0.3})
-    spec = Learner.create(learned).spec  # a learned std starts from the checkpoint's
+    spec = new_learner(learned).spec  # a learned std starts from the checkpoint's
     torch.testing.assert_close(initial_params(learned, spec, torch.device("cpu"))["log_std"], base["log_std"])

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from safemaml.returns import advantages, discounted_returns, fit_linear_baseline, gae, normalize_per_task
+from safemaml.engine.returns import advantages, discounted_returns, fit_linear_baseline, gae, normalize_per_task
 
 
 def test_discounted_returns_by_hand():
@@ -133,9 +133,9 @@ def test_baseline_on_real_ant_rollouts_matches_the_reference():
     # Ant's observations carry contact forces, mostly zero: batched LU (torch.linalg.solve_ex) returned invalid
     # pivots on such systems and raised, so AntVel could not train at all
     from safemaml import config
-    from safemaml.rollout import Sampler
+    from safemaml.engine.rollout import Sampler
     from safemaml.tasks import get_family
-    from safemaml.trainer import initial_params, policy_spec
+    from safemaml.engine.learner import initial_params, policy_spec
 
     cfg = config.preset("ant-vel")
     family = get_family("ant-vel")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from safemaml.policy import PolicySpec, log_prob, mean_action
-from safemaml.rollout import Sampler
+from safemaml.engine.policy import PolicySpec, log_prob, mean_action
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from helpers import interruptible
-from safemaml.cli import main
+from safemaml.cli.main import main
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -36,7 +36,7 @@ def states(study):
 
 def worker(directory, *args):
     """A `safemaml study run` in its own process."""
-    return subprocess.Popen([sys.executable, "-m", "safemaml.cli", "study", "run", str(directory), *TINY, *args],
+    return subprocess.Popen([sys.executable, "-m", "safemaml.cli.main", "study", "run", str(directory), *TINY, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=interruptible)
 
@@ -155,7 +155,7 @@ def test_a_worker_does_not_start_a_trial_another_live_worker_is_finishing(tmp_pa
     # for longer than the grace period) is failed, queued again and run.
     d = tmp_path / "s"
     assert main(["study", "run", str(d), *TINY, "--seeds", "1", "--trials", "1"]) == 0
-    from safemaml.study import open_storage
+    from safemaml.studies.study import open_storage
     storage = open_storage(f"sqlite:///{d}/study.db")
     with pytest.warns(UserWarning, match="Heartbeat of storage"):  # Optuna: ask() is not optimize()
         other = optuna.load_study(study_name="s", storage=storage).ask()
@@ -281,7 +281,7 @@ def test_a_continued_seeded_study_does_not_propose_its_first_trials_again(tmp_pa
 def _eta_margin_space():
     """A cvar-like search space (eta log-uniform, margin uniform) and study settings over it."""
     from optuna.distributions import FloatDistribution
-    from safemaml.study import Evaluation, StudySettings
+    from safemaml.studies.study import Evaluation, StudySettings
 
     space = {"eta": FloatDistribution(0.01, 10.0, log=True), "margin": FloatDistribution(0.0, 1.0)}
     settings = StudySettings(config={}, space={k: optuna.distributions.distribution_to_json(d)
@@ -293,7 +293,7 @@ def _eta_margin_space():
 def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_path):
     # nav2d's studies: every trial had V-hat = 0, and PED-ANOVA then split the importance evenly (0.25 each),
     # which reads as if every parameter mattered equally
-    from safemaml.study_report import importances
+    from safemaml.studies.report import importances
 
     space, settings = _eta_margin_space()
     study = optuna.create_study(directions=["maximize", "minimize"],
@@ -312,7 +312,7 @@ def test_importance_of_a_metric_that_never_varies_is_reported_unavailable(tmp_pa
 def test_importances_of_too_few_trials_are_reported_unavailable(tmp_path):
     # HalfCheetahVel's cvar study, 7 trials: PED-ANOVA's top 10% was one trial, the best on both values, and
     # both values got the same importances. Below 41 trials (top set < 5, Optuna's advice) there are none.
-    from safemaml.study_report import importances
+    from safemaml.studies.report import importances
 
     space, settings = _eta_margin_space()
     rng = np.random.default_rng(1)

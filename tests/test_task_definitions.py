@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from safemaml.cli import main
+from safemaml.cli.main import main
 from safemaml.errors import SafeMamlError
-from safemaml.policy import PolicySpec
-from safemaml.rollout import Sampler
+from safemaml.engine.policy import PolicySpec
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
 
 # from the tables of docs/tasks.md: (low, high) of a uniform p(T) per coordinate, or the set of directions

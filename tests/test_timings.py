@@ -4,7 +4,7 @@ import csv
 import re
 
 from helpers import tiny_config
-from safemaml.trainer import train
+from safemaml.runs.train import train
 
 
 def test_progress_line_shows_the_sampling_adaptation_meta_step_breakdown_of_metrics_csv(tmp_path, capsys):

@@ -8,10 +8,10 @@ import torch
 from helpers import tiny_config
 from objectives import register
 from objectives.maml import Maml
-from safemaml.cli import main
+from safemaml.cli.main import main
 from safemaml.errors import SafeMamlError
 from safemaml.tasks import all_families
-from safemaml.trainer import train
+from safemaml.runs.train import train
 
 TIMING = {"time_sampling", "time_adapt", "time_optimize"}
 
@@ -127,12 +127,13 @@ def test_report_draws_the_learning_curve(tmp_path):
 def test_init_starts_from_another_runs_policy(tmp_path):
     train(tiny_config(iterations=1), tmp_path / "base", quiet=True)
     base = torch.load(tmp_path / "base" / "last.pt", weights_only=True)["params"]
-    from safemaml.trainer import Learner
+    from safemaml.engine.learner import Learner
+    from safemaml.runs.train import new_learner
 
-    learner = Learner.create(tiny_config(init=str(tmp_path / "base")))
+    learner = new_learner(tiny_config(init=str(tmp_path / "base")))
     assert all(torch.equal(learner.params[k], base[k]) for k in base)
     with pytest.raises(SafeMamlError, match="shape"):
-        Learner.create(tiny_config(init=str(tmp_path / "base"), **{"policy.hidden": [8]}))
+        new_learner(tiny_config(init=str(tmp_path / "base"), **{"policy.hidden": [8]}))
 
 
 @pytest.mark.parametrize("family", [f.name for f in all_families()])

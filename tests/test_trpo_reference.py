@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from safemaml.errors import SafeMamlError
-from safemaml.metaopt import MetaOptConfig, MetaOptimizer, conjugate_gradient, trpo_step
+from safemaml.engine.metaopt import MetaOptimizer, conjugate_gradient, trpo_step
+from safemaml.config import MetaOptConfig
 
 A = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
 G = np.array([0.03, -0.02, 0.01])

@@ -27,7 +27,7 @@ BUGS = [
      ["tests/test_objective_state.py"]),
     ("PID previous violation not checkpointed", "objectives/lagrangian.py", ', "previous": self.previous', "",
      ["tests/test_objective_state.py"]),
-    ("objective state not restored on resume", "safemaml/trainer.py",
+    ("objective state not restored on resume", "safemaml/runs/train.py",
      'learner.objective.load_state_dict(ckpt["objective"])', "pass", ["tests/test_objective_state.py"]),
     ("direction reward ignores the direction", "safemaml/tasks/locomotion.py",
      "return direction * x_velocity", "return x_velocity", ["tests/test_rewards.py"]),

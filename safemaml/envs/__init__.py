@@ -1,1 +1,1 @@
-"""Batched MuJoCo stepping and the Gymnasium-compatible environments built on it."""
+"""Batched MuJoCo stepping (the physics the task families run on)."""

@@ -8,7 +8,7 @@ function of its action noise eps ~ N(0, I):
     J(mu, sigma) = E[G] = -H (||mu - g||^2 + sum_d sigma_d^2).
 
 The inner REINFORCE step needs only two statistics of the pre-update sample D_T: with the
-advantages A of the training code (safemaml.returns, per-task normalised) and N = n H steps,
+advantages A of the training code (safemaml.engine.returns, per-task normalised) and N = n H steps,
     s_mu    = (1/N) sum A eps / sigma          (minus the inner loss's gradient in mu)
     s_sigma = (1/N) sum A (eps^2 - 1)          (minus its gradient in log sigma)
 and theta'_T = theta + alpha (J_mu^T s_mu, s_sigma), J_mu the Jacobian of mu(theta). So theta'_T,
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from safemaml.adapt import AdaptConfig
+from safemaml.config import AdaptConfig
 from safemaml.errors import SafeMamlError
-from safemaml.policy import Params, PolicySpec, mean_action
-from safemaml.returns import advantages, normalize_per_task
+from safemaml.engine.policy import Params, PolicySpec, mean_action
+from safemaml.engine.returns import advantages, normalize_per_task
 
 DTYPE = torch.float64
 
@@ -102,7 +102,7 @@ def advantage_matrix(inner: InnerStep) -> Tensor:
     With a constant observation and every step taken, the training code's baseline fit (a ridge
     regression on features of t alone), returns-to-go and GAE are linear in the rewards with a
     fixed design, so their composition is this matrix: its columns are the training code's own
-    advantages (safemaml.returns) of the nH unit reward vectors."""
+    advantages (safemaml.engine.returns) of the nH unit reward vectors."""
     n, H = inner.num_traj, inner.horizon
     basis = torch.eye(n * H, dtype=DTYPE).view(n * H, n, H)
     ones = torch.ones(n * H, n, H, dtype=DTYPE)
@@ -115,7 +115,7 @@ def inner_statistics(inner: InnerStep, mu: Tensor, log_std: Tensor, goals: Tenso
     """(s_mu, s_sigma) [B, A] of pre-update samples eps [B, n, H, A] on goals [B, A].
 
     Advantages are the training code's, per task normalised; `adv_matrix` (advantage_matrix)
-    computes them as one matrix product instead of safemaml.returns.advantages."""
+    computes them as one matrix product instead of safemaml.engine.returns.advantages."""
     B, n, H, _ = eps.shape
     rewards = returns_of(mu.expand(B, -1), log_std.expand(B, -1), goals, eps)
     ones = torch.ones(B, n, H, dtype=DTYPE)

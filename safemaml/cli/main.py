@@ -203,9 +203,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Train and evaluate several objectives with the same config, seeds and evaluation tasks."""
     from objectives import make_objective
     from safemaml import api
-    from safemaml.compare import compare
+    from safemaml.runs.compare import compare
 
-    from safemaml.compare import arm_configs, load_arms
+    from safemaml.runs.compare import arm_configs, load_arms
 
     if args.arms and args.objectives:
         raise SafeMamlError("give --objectives or --arms, not both")
@@ -227,7 +227,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seed is not None:
         raise SafeMamlError("give --seed or --seeds, not both")
     if args.band is not None:
-        from safemaml.evaluate import parse_grid
+        from safemaml.runs.evaluate import parse_grid
         from safemaml.tasks import get_family
 
         parse_grid(args.band, get_family(cfg.tasks), flag="--band")  # a bad band is refused before any training
@@ -244,8 +244,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Draw a run's learning curve (pre- and post-update return per meta-iteration)."""
     import os
 
-    from safemaml import rundir
-    from safemaml.report import learning_curve
+    from safemaml.runs import rundir
+    from safemaml.measure.figures import learning_curve
 
     run = rundir.RunDir(args.run)
     if run.path.exists() and not run.path.is_dir():
@@ -298,10 +298,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Sample K tasks x n trajectories with a fresh policy and report control steps per second."""
     import numpy as np
 
-    from safemaml.policy import PolicySpec
-    from safemaml.rollout import Sampler
+    from safemaml.engine.policy import PolicySpec
+    from safemaml.engine.rollout import Sampler
     from safemaml.tasks import get_family
-    from safemaml.trainer import torch_device
+    from safemaml.engine.learner import torch_device
 
     family = get_family(args.tasks)
     device = torch_device(args.device)
@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
-    from safemaml.study_cli import add_parser as add_study_parser
+    from safemaml.cli.study import add_parser as add_study_parser
 
     add_study_parser(sub)
     return parser
@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from safemaml.rundir import os_error_message
+    from safemaml.runs.rundir import os_error_message
 
     try:
         parser = build_parser()

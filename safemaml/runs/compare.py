@@ -31,9 +31,9 @@ from scipy import stats
 from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
-from safemaml.evaluate import evaluate_run
-from safemaml.rundir import RunDir
-from safemaml.trainer import train
+from safemaml.runs.evaluate import evaluate_run
+from safemaml.runs.rundir import RunDir
+from safemaml.runs.train import train
 
 METRICS = ["pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
            "certified_fraction", "certified", "action_std", "min_passing_p"]
@@ -175,7 +175,7 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
                  "Tasks: drawn from p(T), the same for every run (RUN/eval)")
         parts.append(f"{tasks}. " + markdown_table(rows[suffix], summary, cfg, beta, delta))
     (out / "comparison.md").write_text("\n".join(parts))
-    from safemaml import report  # matplotlib, only here
+    from safemaml.measure import figures as report  # matplotlib, only here
 
     for suffix in task_sets:
         where = f"the grid {band}" if suffix else "tasks from p(T)"

@@ -1,4 +1,4 @@
-"""`safemaml study run DIR` and `safemaml study show DIR`: the command-line face of safemaml.study.
+"""`safemaml study run DIR` and `safemaml study show DIR`: the command-line face of safemaml.studies.study.
 
 `add_parser(sub)` registers the `study` subcommand on the main parser (called from cli.py).
 """
@@ -79,8 +79,9 @@ def add_parser(sub) -> None:
 def _settings_from_args(args: argparse.Namespace):
     """The study's settings from the flags, through train's own config resolution (api.resolve_config,
     cli._overrides). The device is left out: it belongs to each worker, not to the study."""
-    from safemaml import api, cli
-    from safemaml.study import Evaluation, make_settings
+    from safemaml import api
+    from safemaml.cli import main as cli
+    from safemaml.studies.study import Evaluation, make_settings
 
     flags = argparse.Namespace(**{flag: None for flag in cli.TRAIN_FLAGS})
     for flag in ("config", "tasks", "iterations", "seed", "set", "init"):
@@ -104,7 +105,7 @@ def _or(value, default):
 
 
 def _open(args: argparse.Namespace, heartbeat: int = 10, grace: int = 30):
-    from safemaml.study import open_storage, storage_url
+    from safemaml.studies.study import open_storage, storage_url
 
     directory = Path(args.dir)
     if args.storage is None and args.study_command == "show" and not (directory / "study.db").is_file():
@@ -117,14 +118,14 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     """Create or continue the study in DIR; every check happens before the first training."""
     from optuna.pruners import MedianPruner
 
-    from safemaml.study import (continue_hint, enqueue_points, finished, load_or_create, run_study,
+    from safemaml.studies.study import (continue_hint, enqueue_points, finished, load_or_create, run_study,
                                 running_elsewhere)
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
     given = any(getattr(args, f) is not None for f in SETTING_FLAGS)
     settings = _settings_from_args(args) if given else None  # None: continue with the stored settings
-    from safemaml.trainer import torch_device
+    from safemaml.engine.learner import torch_device
 
     torch_device(args.device)
     _configure_logging(args.quiet)
@@ -163,8 +164,8 @@ def _configure_logging(quiet: bool) -> None:
 
 def cmd_study_show(args: argparse.Namespace) -> int:
     """Print the trials table, Pareto front or best trial and importances; write trials.csv and figures."""
-    from safemaml.study import load_or_create
-    from safemaml.study_report import show
+    from safemaml.studies.study import load_or_create
+    from safemaml.studies.report import show
 
     import optuna
 

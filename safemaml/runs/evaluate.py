@@ -7,7 +7,7 @@ n + 1 trajectories with theta, adapt on the first n, sample n with theta'_T. The
 (held-out) pre-update trajectory and the first post-update one form the round's pair for the
 certificate: it was not used to adapt, so the R pairs are independent draws of
 (G_pre, G_post) and their wins are Binomial(R, p_T). Writes a tidy CSV (one row per
-trajectory), a per-task CSV, a JSON summary (safemaml.metrics) and the paper's figure.
+trajectory), a per-task CSV, a JSON summary (safemaml.measure.metrics) and the paper's figure.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from safemaml.errors import SafeMamlError
-from safemaml.metastep import inner_loop
-from safemaml.metrics import per_task_rounds, summarize
-from safemaml.policy import action_std
-from safemaml.returns import advantages
-from safemaml.rollout import Sampler
+from safemaml.engine.metastep import inner_loop
+from safemaml.measure.metrics import per_task_rounds, summarize
+from safemaml.engine.policy import action_std
+from safemaml.engine.returns import advantages
+from safemaml.engine.rollout import Sampler
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
-from safemaml.trainer import derive_seed, policy_spec
+from safemaml.runs.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
+from safemaml.engine.learner import derive_seed, policy_spec
 
 MAX_GRID_TASKS = 10_000
 
@@ -233,7 +233,7 @@ def _earlier_summary(out: Path, request: dict) -> dict | None:
 def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,
            post: np.ndarray, ckpt: dict, trajectories: int, repeats: int, beta: float, delta: float,
            request: dict) -> dict:
-    from safemaml.report import before_after_figure
+    from safemaml.measure.figures import before_after_figure
 
     write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
     write_tasks_csv(out / "tasks.csv", family, tasks, pre, post, per_task_rounds(held, post[:, :, 0], beta))

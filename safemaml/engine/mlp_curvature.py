@@ -23,10 +23,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from safemaml.adapt import AdaptConfig
+from safemaml.config import AdaptConfig
 from safemaml.errors import SafeMamlError
-from safemaml.fisher import FVP, curvature_data, jfj_product
-from safemaml.policy import Params, PolicySpec
+from safemaml.engine.fisher import FVP, curvature_data, jfj_product
+from safemaml.engine.policy import Params, PolicySpec
 
 
 def _matmul(x: Tensor, w: Tensor) -> Tensor:
@@ -54,7 +54,7 @@ def _tanh_derivatives(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return h, slope, -2 * h * slope
 
 
-# value, first and second derivative of each activation of safemaml.policy.ACTIVATIONS
+# value, first and second derivative of each activation of safemaml.engine.policy.ACTIVATIONS
 DERIVATIVES = {"relu": _relu_derivatives, "tanh": _tanh_derivatives}
 
 

@@ -18,8 +18,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from safemaml.adapt import AdaptConfig, inner_loss
-from safemaml.policy import Params, PolicySpec, kl_divergence
+from safemaml.engine.adapt import inner_loss
+
+from safemaml.config import AdaptConfig
+from safemaml.engine.policy import Params, PolicySpec, kl_divergence
 
 FVP = Callable[[Tensor], Tensor]
 

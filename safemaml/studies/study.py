@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
-from safemaml.metrics import clopper_pearson_lower
+from safemaml.measure.metrics import clopper_pearson_lower
 
 SETTINGS_ATTR = "safemaml_settings"
 MAX_RETRY = 3  # a trial whose worker dies is run again at most this many times
@@ -254,7 +254,7 @@ def make_settings(base: TrainConfig, objective: str, search: list[str], fix: lis
             raise SafeMamlError(f"--eval-{name} must be in (0, 1), got {getattr(evaluation, name)}")
     family = get_family(base.tasks)
     if evaluation.grid:
-        from safemaml.evaluate import parse_grid
+        from safemaml.runs.evaluate import parse_grid
 
         parse_grid(evaluation.grid, family)
     space, fixed = resolve_space(objective, search, fix, base)
@@ -446,9 +446,9 @@ def run_directory(directory: Path, trial: Trial | FrozenTrial, seed: int) -> Pat
 def train_seed(cfg: TrainConfig, run: Path, quiet: bool) -> None:
     """Train `run` up to cfg.iterations: resumed from last.pt where it exists; a folder that holds
     no finished iteration (its worker died in the first one) is started afresh by train itself,
-    under the run's lock (safemaml.rundir)."""
-    from safemaml.rundir import RunDir
-    from safemaml.trainer import train
+    under the run's lock (safemaml.runs.rundir)."""
+    from safemaml.runs.rundir import RunDir
+    from safemaml.runs.train import train
 
     train(cfg, run, resume=RunDir(run).has_checkpoint(), quiet=quiet)
 
@@ -467,7 +467,7 @@ def _stops(iterations: int, every: int) -> list[int]:
 
 
 def evaluate_seed(run: Path, evaluation: Evaluation, device: str) -> dict[str, float]:
-    from safemaml.evaluate import evaluate_run
+    from safemaml.runs.evaluate import evaluate_run
 
     summary = evaluate_run(run, grid_text=evaluation.grid, trajectories=evaluation.trajectories,
                            repeats=evaluation.repeats, seed=evaluation.seed, beta=evaluation.beta,

@@ -14,39 +14,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from safemaml.curvature import CURVATURES
+from safemaml.config import CURVATURES
 from safemaml.errors import SafeMamlError
-from safemaml.policy import Params
+from safemaml.engine.policy import Params
 
 Evaluate = Callable[[Params], tuple[Tensor, Tensor]]
-
-
-@dataclass(frozen=True)
-class MetaOptConfig:
-    """The outer optimiser: 'trpo' (the paper's defaults) or 'adam'."""
-
-    name: str = "trpo"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    ls_max_steps: int = 15
-    ls_backtrack_ratio: float = 0.8
-    lr: float = 1e-3  # Adam only
-    fvp_subsample: float = 1.0  # fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)
-    curvature: str = "analytic"  # TRPO's curvature: one of safemaml.curvature.CURVATURES
-
-    def __post_init__(self) -> None:
-        if self.name not in ("trpo", "adam"):
-            raise SafeMamlError(f"unknown meta-optimizer {self.name!r}; known: trpo, adam")
-        for field in ("max_kl", "lr", "ls_backtrack_ratio"):
-            if not getattr(self, field) > 0:
-                raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
-        if self.curvature not in CURVATURES:
-            raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; known: {', '.join(CURVATURES)}")
-        if not 0 < self.fvp_subsample <= 1:
-            raise SafeMamlError(f"meta.fvp_subsample must be in (0, 1], got {self.fvp_subsample}")
-        if self.cg_damping < 0 or self.cg_iters < 1 or self.ls_max_steps < 1:
-            raise SafeMamlError("meta.cg_damping must be >= 0, cg_iters and ls_max_steps >= 1")
 
 
 def _flat(tensors) -> Tensor:
@@ -97,7 +69,7 @@ def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
     through the adaptation), scaled to max_kl, then a backtracking line search that accepts
     the first candidate whose loss improves with KL <= max_kl (else keeps theta).
 
-    `make_fvp(theta)` may supply a faster exact product (safemaml.fisher); by default the KL
+    `make_fvp(theta)` may supply a faster exact product (safemaml.engine.fisher); by default the KL
     returned by `evaluate` is differentiated twice.
     """
     theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}

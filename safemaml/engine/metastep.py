@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from safemaml.adapt import AdaptConfig, adapt
-from safemaml.metabatch import MetaBatch
-from safemaml.policy import Params, PolicySpec, gaussian_kl, gaussian_log_prob, log_prob, log_std_for, mean_action
-from safemaml.rollout import Sampler, Trajectories
+from safemaml.engine.adapt import adapt
+
+from safemaml.config import AdaptConfig
+from safemaml.engine.metabatch import MetaBatch
+from safemaml.engine.policy import Params, PolicySpec, gaussian_kl, gaussian_log_prob, log_prob, log_std_for, mean_action
+from safemaml.engine.rollout import Sampler, Trajectories
 
 
 @dataclass

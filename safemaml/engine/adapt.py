@@ -13,24 +13,7 @@ import torch
 from torch import Tensor
 
 from safemaml.errors import SafeMamlError
-from safemaml.policy import Params, PolicySpec, log_prob
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """The inner loop: step size, number of steps, and first- or second-order meta-gradients."""
-
-    fast_lr: float = 0.1
-    num_steps: int = 1
-    first_order: bool = False
-    vectorize: str = "auto"  # "vmap", "loop", or "auto": vmap on CUDA, the per-task loop on CPU
-    resample: bool = False  # num_steps > 1: sample fresh trajectories before every inner step (the paper's code)
-
-    def __post_init__(self) -> None:
-        if self.vectorize not in ("auto", "vmap", "loop"):
-            raise SafeMamlError(f"adapt.vectorize must be auto, vmap or loop, got {self.vectorize!r}")
-        if not self.fast_lr > 0:
-            raise SafeMamlError(f"adapt.fast_lr must be > 0, got {self.fast_lr}")
+from safemaml.engine.policy import Params, PolicySpec, log_prob
 
 
 def inner_loss(spec: PolicySpec, params: Params, obs: Tensor, actions: Tensor, adv: Tensor,

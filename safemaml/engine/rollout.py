@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from safemaml.errors import SafeMamlError
-from safemaml.policy import Params, PolicySpec, mean_action
+from safemaml.engine.policy import Params, PolicySpec, mean_action
 from safemaml.tasks import TaskFamily
 
 

@@ -15,7 +15,7 @@ of the policy's forward pass instead of a double backward, and the forward pass 
 Settings of `meta.curvature`:
 - "analytic" (default): safemaml/mlp_curvature.py, the exact product with the policy's derivatives
   written out and its forward pass kept for every product; the same numbers as "exact", faster.
-- "exact": safemaml.fisher.maml_fvp (KL Hessian by double backward), the reference.
+- "exact": safemaml.engine.fisher.maml_fvp (KL Hessian by double backward), the reference.
 - "gauss-newton": J_T F_T J_T with F_T in Gauss-Newton form: the same product, exact, cheaper.
 - "adapted-fisher": F_T only, J_T taken as I (the Fisher at theta'_T, no inner Hessian): an
   approximation of the curvature. Only the search direction changes; TRPO's line search still
@@ -30,13 +30,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from safemaml.adapt import AdaptConfig, inner_loss
-from safemaml.fisher import _block_hvp, _per_task_copy, curvature_data, jfj_product, maml_fvp
-from safemaml.mlp_curvature import analytic_fvp
-from safemaml.policy import Params, PolicySpec, mean_action
+from safemaml.engine.adapt import inner_loss
+
+from safemaml.config import AdaptConfig
+from safemaml.engine.fisher import _block_hvp, _per_task_copy, curvature_data, jfj_product, maml_fvp
+from safemaml.engine.mlp_curvature import analytic_fvp
+from safemaml.engine.policy import Params, PolicySpec, mean_action
 
 FVP = Callable[[Tensor], Tensor]
-CURVATURES = ("analytic", "exact", "gauss-newton", "adapted-fisher")
 
 
 def gaussian_kl_fisher(spec: PolicySpec, old: Params, obs: Tensor, mask: Tensor) -> Callable[[Params], Params]:

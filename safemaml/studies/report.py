@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from safemaml.study import METRIC_NAMES, METRICS, StudySettings
+from safemaml.studies.study import METRIC_NAMES, METRICS, StudySettings
 
 
 def trials_table(study: optuna.Study, settings: StudySettings):

@@ -1,0 +1,1 @@
+"""The command line: `safemaml COMMAND` (safemaml.cli.main builds the parser and dispatches)."""
