@@ -33,6 +33,12 @@ def _unflat(vector: Tensor, like: Params) -> Params:
     return out
 
 
+def _to_host(*scalars: Tensor) -> list[float]:
+    """The values of 0-dim tensors as floats, in one copy to the host: on CUDA one synchronisation
+    instead of one per `.item()`; the same floats (float32 widens to float64 exactly)."""
+    return torch.stack([s.detach() for s in scalars]).tolist()
+
+
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int,
                        tol: float = 1e-10) -> Tensor:
     """Solve A x = b for symmetric positive-definite A given only x -> A x."""
@@ -45,7 +51,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int
         x = x + alpha * p
         r = r - alpha * Ap
         rr_new = r @ r
-        if rr_new < tol:
+        if rr_new < tol:  # on CUDA a host synchronisation per iteration: it decides whether to spend a product
             break
         p = r + (rr_new / rr) * p
         rr = rr_new
@@ -82,17 +88,17 @@ def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
 
     g = _flat(grads).detach()
     direction = conjugate_gradient(fvp, g, cfg.cg_iters)
-    shs = 0.5 * (direction @ fvp(direction)).item()
+    dfd, old_loss, grad_norm = _to_host(direction @ fvp(direction), loss, g.norm())
+    shs = 0.5 * dfd
     step = direction * math.sqrt(cfg.max_kl / max(shs, 1e-12))
-    old_loss = loss.item()
     base = _flat(theta.values()).detach()
-    info = {"loss_before": old_loss, "grad_norm": g.norm().item(), "ls_steps": float(cfg.ls_max_steps),
+    info = {"loss_before": old_loss, "grad_norm": grad_norm, "ls_steps": float(cfg.ls_max_steps),
             "accepted": 0.0, "kl": 0.0, "loss_after": old_loss}
     for i in range(cfg.ls_max_steps):
         candidate = _unflat(base - cfg.ls_backtrack_ratio ** i * step, theta)
         with torch.no_grad():
             new_loss, new_kl = evaluate(candidate)
-        new_loss, new_kl = new_loss.item(), new_kl.item()
+        new_loss, new_kl = _to_host(new_loss, new_kl)  # the candidate's verdict needs both on the host
         if math.isfinite(new_loss) and new_loss < old_loss and new_kl <= cfg.max_kl:
             info.update(ls_steps=float(i + 1), accepted=1.0, kl=new_kl, loss_after=new_loss)
             return {k: v.detach().clone() for k, v in candidate.items()}, info
@@ -126,7 +132,8 @@ class MetaOptimizer:
             self.adam_state[f"m.{k}"], self.adam_state[f"v.{k}"] = m, v
             m_hat, v_hat = m / (1 - b1 ** self.steps), v / (1 - b2 ** self.steps)
             new[k] = (theta[k] - self.cfg.lr * m_hat / (v_hat.sqrt() + eps)).detach()
-        info = {"loss_before": loss.item(), "grad_norm": _flat(grads.values()).norm().item(),
+        loss_before, grad_norm = _to_host(loss, _flat(grads.values()).norm())
+        info = {"loss_before": loss_before, "grad_norm": grad_norm,
                 "ls_steps": 0.0, "accepted": 1.0, "kl": float("nan"), "loss_after": float("nan")}
         return new, info
 

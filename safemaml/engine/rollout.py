@@ -3,6 +3,12 @@ batched physics call per control step.
 
 Environment b = k * n + j runs trajectory j of task k. Log-probabilities are computed once
 from the action noise itself, so no second policy pass is needed.
+
+On CUDA the policy runs on the GPU and the physics on the CPU: each control step sends the
+observations and the action noise to the GPU without waiting (non_blocking) and brings the actions
+back, the one host synchronisation per step, which the physics cannot do without. The noise is drawn
+on the CPU for every device, so a seed gives the same trajectories on CUDA as on the CPU, up to
+float32 rounding in the policy (tests/test_cuda.py).
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ class Sampler:
             raise SafeMamlError(f"sampler holds {K} tasks, got {tasks.shape[0]}")
         self.env.set_tasks(np.repeat(tasks, n, axis=0))
         dev, B, dtype = self.device, K * n, params["log_std"].dtype
-        gen = torch.Generator(device=dev).manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # on the CPU for every device: the same noise everywhere
         obs_buf = torch.zeros(H, B, self.spec.obs_dim, device=dev, dtype=dtype)
         act_buf = torch.zeros(H, B, self.spec.act_dim, device=dev, dtype=dtype)
         rew_buf = np.zeros((H, B))
@@ -96,11 +102,11 @@ class Sampler:
                 obs_t = torch.as_tensor(obs, dtype=dtype).to(dev, non_blocking=True)
                 obs_buf[t] = obs_t
                 mean = mean_action(self.spec, params, obs_t.view(K, n, -1))
-                eps = torch.randn(K, n, self.spec.act_dim, generator=gen, device=dev, dtype=dtype)
+                eps = torch.randn(K, n, self.spec.act_dim, generator=gen, dtype=dtype).to(dev, non_blocking=True)
                 action = (mean + std * eps).view(B, -1)
                 act_buf[t] = action
                 logp_buf[t] = logp_const - 0.5 * eps.pow(2).sum(-1)  # (a - mean) / std is eps
-                obs, rew_buf[t], _ = self.env.step(action.cpu().numpy())
+                obs, rew_buf[t], _ = self.env.step(action.cpu().numpy())  # the step's one synchronisation
                 if self.env.done.all():
                     break
         return self._assemble(tasks, obs_buf, act_buf, rew_buf, mask_buf, logp_buf.view(H, B))
