@@ -35,11 +35,6 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    import objectives.cvar  # noqa: F401  (the built-ins register themselves)
-    import objectives.lagrangian  # noqa: F401
-    import objectives.maml  # noqa: F401
-    import objectives.quantile  # noqa: F401
-
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         cls = ep.load()
         if _REGISTRY.get(ep.name) is not cls:

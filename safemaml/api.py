@@ -31,15 +31,23 @@ def resolve_config(config: TrainConfig | str | Path | None = None, overrides: di
     if isinstance(config, TrainConfig):
         base = config
     elif config is None:
-        base = config_io.preset(tasks or "halfcheetah-vel")
+        base = _preset(tasks or "halfcheetah-vel")
     elif isinstance(config, Path) or Path(config).suffix == ".toml" or Path(config).exists() or "/" in config:
         base = config_io.load(config)
     else:
-        base = config_io.preset(str(config))
+        base = _preset(str(config))
     settings = dict(overrides or {})
     if tasks is not None:
         settings.setdefault("tasks", tasks)
     return config_io.override(base, settings) if settings else base
+
+
+def _preset(name: str) -> TrainConfig:
+    """The preset of family `name`; an unknown family is one line with a suggestion."""
+    from safemaml.tasks import get_family
+
+    get_family(name)
+    return config_io.preset(name)
 
 
 def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
