@@ -7,12 +7,11 @@ meta-batch with torch.func; `adapt_loop` is the per-task reference it is tested 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from safemaml.errors import SafeMamlError
+from safemaml.config import AdaptConfig
 from safemaml.engine.policy import Params, PolicySpec, log_prob
 
 

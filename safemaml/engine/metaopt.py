@@ -8,14 +8,12 @@ policies. `kl` is the mean KL from the adapted policies that sampled the post-up
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from safemaml.config import CURVATURES
-from safemaml.errors import SafeMamlError
+from safemaml.config import MetaOptConfig
 from safemaml.engine.policy import Params
 
 Evaluate = Callable[[Params], tuple[Tensor, Tensor]]
