@@ -1,15 +1,12 @@
 """experiments/pick_arms.py: the rule that turns tuning studies into a comparison's arms, on a real study."""
 
 import csv
-import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import pick_arms  # noqa: E402
+from safemaml.studies import pick as pick_arms
 
 from safemaml.cli.main import main  # noqa: E402
 from safemaml.runs.compare import arm_configs, load_arms  # noqa: E402

@@ -1,12 +1,9 @@
 """experiments/task_gap.py: the per-round difference of two tasks' Γ that docs/results.md quotes."""
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import task_gap
+from safemaml.measure import analysis_cli
 
 
 def _eval(tmp_path):
@@ -24,7 +21,7 @@ def _eval(tmp_path):
 
 
 def test_the_gap_is_the_mean_of_per_round_differences_with_its_t_interval(tmp_path, capsys):
-    task_gap.main([str(_eval(tmp_path)), "0", "1"])
+    analysis_cli.task_gap_main([str(_eval(tmp_path)), "0", "1"])
     out = capsys.readouterr().out.splitlines()
     # Γ_0 per round = -10, -20, -30; Γ_1 = 0: differences 10, 20, 30, mean 20, sd 10, sem 10/sqrt(3),
     # t(0.975, 2) = 4.302653: half-width 24.84
@@ -34,6 +31,6 @@ def test_the_gap_is_the_mean_of_per_round_differences_with_its_t_interval(tmp_pa
 
 def test_a_missing_task_or_folder_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="task 7 is not in"):
-        task_gap.main([str(_eval(tmp_path)), "0", "7"])
+        analysis_cli.task_gap_main([str(_eval(tmp_path)), "0", "7"])
     with pytest.raises(SystemExit, match="run `safemaml evaluate` first"):
-        task_gap.main([str(tmp_path / "nothing"), "0", "1"])
+        analysis_cli.task_gap_main([str(tmp_path / "nothing"), "0", "1"])

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
+from safemaml.measure.paired import paired_t_interval, paired_wilcoxon, task_gammas  # noqa: F401  (re-exported)
 from safemaml.runs.evaluate import evaluate_run
 from safemaml.runs.rundir import RunDir
 from safemaml.runs.train import train
@@ -46,12 +46,6 @@ OBJECTIVE_COLUMNS = ["objective", "seeds", *[f"{m}_mean" for m in METRICS],
                      *[f"{key}_{m}" for m in SEED_TESTED for key in ("diff", "diff_lo", "diff_hi", "seed_wilcoxon_p")]]
 
 
-def task_gammas(eval_dir: Path) -> np.ndarray:
-    """Each task's mean Γ from an evaluation folder's tasks.csv, in task order."""
-    with (eval_dir / "tasks.csv").open() as f:
-        return np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
-
-
 def _check_same_settings(run: Path, cfg: TrainConfig) -> None:
     """A run found in OUT is continued only if it was made with these settings (iterations aside)."""
     saved = config_io.to_dict(RunDir(run).read_config())
@@ -59,15 +53,6 @@ def _check_same_settings(run: Path, cfg: TrainConfig) -> None:
     saved.pop("iterations"), wanted.pop("iterations")
     if saved != wanted:
         raise SafeMamlError(f"{run} holds a run made with other settings; choose another --out")
-
-
-def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p of x - y; NaN when it is undefined (fewer than two pairs,
-    or every difference zero)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2 or np.all(x == y):
-        return float("nan")
-    return float(stats.wilcoxon(x, y).pvalue)
 
 
 def _train(cfg: TrainConfig, run: Path, quiet: bool) -> None:
@@ -204,16 +189,6 @@ def objective_rows(rows: list[dict], objectives: list[str]) -> list[dict]:
             row[f"seed_wilcoxon_p_{m}"] = float("nan") if reference else paired_wilcoxon(x, y)
         out.append(row)
     return out
-
-
-def paired_t_interval(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of x - y over the pairs (seeds) and its t confidence interval; NaN bounds below two pairs."""
-    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
-    mean = float(np.mean(d))
-    if len(d) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
-    return mean, mean - half, mean + half
 
 
 def _p(value: float) -> str:

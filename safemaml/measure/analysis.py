@@ -1,0 +1,82 @@
+"""Analyses of committed results that docs/results.md and docs/learning.md quote, as functions (the scripts in
+experiments/ are their command lines):
+
+- `peaks`: the largest per-task mean Γ of each comparison run (the size of the worst negative adaptation);
+- `per_round_gamma`: Γ per (round, task) from an evaluation's returns.csv (how much more one task gains);
+- `block_means` / `block_table`: a run's metrics.csv averaged over blocks of meta-iterations.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safemaml.errors import SafeMamlError
+from safemaml.measure.paired import task_gammas
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BLOCK_COLUMNS = {  # metrics.csv column -> table header, in table order
+    "pre_return": "pre-update return",
+    "post_return": "post-update return",
+    "mean_gamma": "mean Γ",
+    "frac_negative": "tasks with Γ > 0",
+    "violation_rate": "V̂",
+    "action_std": "action std",
+}
+TIMINGS = {"time_sampling": "s sampling", "time_optimize": "s meta-step"}  # wall time: includes any pause
+
+
+def peaks(compare_dir: Path, folder: str) -> dict[str, dict[int, float]]:
+    """{arm: {seed: largest mean Γ over the tasks of ARM/seed-N/FOLDER/tasks.csv}} under a compare folder."""
+    out: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(compare_dir).glob(f"*/seed-*/{folder}/tasks.csv")):
+        arm, seed = path.parts[-4], int(path.parts[-3].removeprefix("seed-"))
+        out.setdefault(arm, {})[seed] = float(task_gammas(path.parent).max())
+    return out
+
+
+def per_round_gamma(returns: pd.DataFrame) -> pd.DataFrame:
+    """Γ per (round, task): mean pre-update minus mean post-update return over the round's trajectories.
+
+    Rounds are independent draws (fresh trajectories and a fresh adaptation each), so differences between
+    tasks over rounds measure one checkpoint's sampling noise, not training seeds."""
+    means = returns.groupby(["repeat", "task_index", "phase"])["return"].mean().unstack("phase")
+    return (means["pre"] - means["post"]).unstack("task_index")
+
+
+def parse_block(text: str) -> tuple[int, int]:
+    """'96-100' -> (96, 100), both inclusive and counted from 1 (as the training log prints iterations)."""
+    try:
+        first, last = (int(part) for part in text.split("-"))
+    except ValueError:
+        raise SafeMamlError(f"block {text!r} is not FIRST-LAST, e.g. 96-100") from None
+    if not 1 <= first <= last:
+        raise SafeMamlError(f"block {text!r} needs 1 <= FIRST <= LAST")
+    return first, last
+
+
+def block_means(rows: list[dict[str, str]], first: int, last: int, columns: dict[str, str]) -> dict[str, float]:
+    """Mean of each of `columns` (those the run has) over iterations first..last (counted from 1; metrics.csv's
+    `iteration` counts from 0). A block past the run's last iteration is an error, not an empty row."""
+    block = [row for row in rows if first <= int(row["iteration"]) + 1 <= last]
+    if len(block) != last - first + 1:
+        raise SafeMamlError(f"the run has {len(rows)} iterations; block {first}-{last} is not complete")
+    return {column: statistics.fmean(float(row[column]) for row in block)
+            for column in columns if column in block[0]}
+
+
+def block_table(rows: list[dict[str, str]], blocks: list[tuple[int, int]], timings: bool = False) -> str:
+    """The Markdown table, one row per block, columns in BLOCK_COLUMNS (and TIMINGS) order, those the run has."""
+    headers = BLOCK_COLUMNS | (TIMINGS if timings else {})
+    means = [block_means(rows, first, last, headers) for first, last in blocks]
+    columns = list(means[0])
+    lines = ["| iterations | " + " | ".join(headers[c] for c in columns) + " |",
+             "| --- |" + " ---: |" * len(columns)]
+    for (first, last), row in zip(blocks, means, strict=True):
+        cells = [f"{row[c]:.2f}" if c in ("frac_negative", "violation_rate", "action_std") else f"{row[c]:.1f}"
+                 for c in columns]
+        lines.append(f"| {first}–{last} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

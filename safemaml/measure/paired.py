@@ -1,0 +1,36 @@
+"""Paired statistics over training seeds (the unit of every comparison) and the per-task Γ of an
+evaluation folder: shared by `safemaml compare`, the analyses of safemaml.measure.analysis and the
+experiment scripts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+
+def task_gammas(eval_dir: Path) -> np.ndarray:
+    """Each task's mean Γ from an evaluation folder's tasks.csv, in task order."""
+    with (eval_dir / "tasks.csv").open() as f:
+        return np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
+
+
+def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p of x - y; NaN when it is undefined (fewer than two pairs,
+    or every difference zero)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or np.all(x == y):
+        return float("nan")
+    return float(stats.wilcoxon(x, y).pvalue)
+
+
+def paired_t_interval(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of x - y over the pairs (seeds) and its t confidence interval; NaN bounds below two pairs."""
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    mean = float(np.mean(d))
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
