@@ -163,6 +163,24 @@ def test_grid_summary_says_it_is_a_grid(run, tmp_path, capsys):
     assert "certified            no" in printed
 
 
+def test_without_matplotlib_the_numbers_are_written_and_the_figure_is_said_missing(run, evaluated, tmp_path):
+    """A machine that only computes (the GPU check's) has no matplotlib: the evaluation writes the same numbers,
+    no figure.png, `figure: null`, and says so; with matplotlib the figure is there and named."""
+    blocked = tmp_path / "no-mpl"
+    code = ("import sys; sys.modules['matplotlib'] = None\n"  # `import matplotlib` now fails as if not installed
+            "from safemaml.cli.main import main\n"
+            f"sys.exit(main(['evaluate', {str(run)!r}, '--sample', '{K}', '--task-seed', '7', '--trajectories', "
+            f"'{N}', '--repeats', '{R}', '--out', {str(blocked)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "no figure.png (matplotlib is not installed)" in done.stdout
+    assert sorted(p.name for p in blocked.iterdir()) == ["returns.csv", "summary.json", "tasks.csv"]
+    with_mpl, without = (json.loads((d / "summary.json").read_text()) for d in (evaluated, blocked))
+    assert (with_mpl.pop("figure"), without.pop("figure")) == ("figure.png", None)
+    assert with_mpl == without and (evaluated / "figure.png").stat().st_size > 0
+    assert (blocked / "returns.csv").read_text() == (evaluated / "returns.csv").read_text()
+
+
 def test_an_evaluation_with_enough_rounds_certifies(tmp_path, capsys):
     """On the bandit one large inner step reliably helps: 15 tasks from p(T), 20 rounds each certify
     beta = 0.5, delta = 0.3 — checked from returns.csv with scipy, not only from the summary."""

@@ -195,7 +195,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         value = summary[key]
         print(f"  {key:20s} {'n/a' if value is None else format(value, ' .4g')}")
     print(f"  {'certified':20s} {'yes' if summary['certified'] else 'no'}")
-    print(f"written: {out}/returns.csv, tasks.csv, summary.json, figure.png")
+    figure = "figure.png" if summary.get("figure") else "no figure.png (matplotlib is not installed)"
+    print(f"written: {out}/returns.csv, tasks.csv, summary.json, {figure}")
     return 0
 
 

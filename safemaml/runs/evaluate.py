@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,8 @@ def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = Non
                  repeats: int | None = None, seed: int = 0, beta: float | None = None,
                  delta: float | None = None, device: str = "cpu", sample: int | None = None,
                  task_seed: int = 0, reuse: bool = False) -> dict:
-    """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png.
+    """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png (the
+    figure only where matplotlib is installed; the summary's `figure` is null otherwise).
 
     beta and delta default to the run's objective, repeats to DEFAULT_ROUNDS. The certificate
     needs repeats >= 29 rounds to certify anything at beta = 0.1; `min_passing_p` in the summary
@@ -233,18 +235,31 @@ def _earlier_summary(out: Path, request: dict) -> dict | None:
 def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,
            post: np.ndarray, ckpt: dict, trajectories: int, repeats: int, beta: float, delta: float,
            request: dict) -> dict:
-    from safemaml.measure.figures import before_after_figure
-
+    draw = _figure_drawer()
     write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
     write_tasks_csv(out / "tasks.csv", family, tasks, pre, post, per_task_rounds(held, post[:, :, 0], beta))
     summary = summarize(pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1), beta, delta, intervals=True,
                         rounds=(held, post[:, :, 0]))  # one (held-out pre, post) pair per independent round
     summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(tasks), trajectories=trajectories,
                    repeats=repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set,
-                   request=request)
+                   request=request, figure="figure.png" if draw else None)
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    before_after_figure(family, tasks, pre, post, out / "figure.png",
-                        title=f"{family.name}, {cfg.objective_name}, after {summary['iteration']} meta-iterations, "
-                              f"{len(tasks)} tasks ({task_set['task_set']})")
+    if draw:
+        draw(family, tasks, pre, post, out / "figure.png",
+             title=f"{family.name}, {cfg.objective_name}, after {summary['iteration']} meta-iterations, "
+                   f"{len(tasks)} tasks ({task_set['task_set']})")
     return summary
+
+
+def _figure_drawer() -> Callable[..., None] | None:
+    """safemaml.measure.figures.before_after_figure, or None where matplotlib is not installed: a machine
+    that only computes (the GPU check's, benchmarks/gpu_check.sh) still gets every number, and the
+    summary's `figure` says that the figure is missing. A broken matplotlib install is still an error."""
+    try:
+        from safemaml.measure.figures import before_after_figure
+    except ModuleNotFoundError as missing:
+        if missing.name != "matplotlib":
+            raise
+        return None
+    return before_after_figure
