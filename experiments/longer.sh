@@ -13,8 +13,8 @@ for seed in 0 1 2 3 4 5; do
       mkdir -p "$run" && cp -r "$SRC/$arm/seed-$seed"/{config.toml,metrics.csv,last.pt,checkpoints} "$run"/
     fi
     safemaml train --resume "$run" --iterations 120
-    safemaml evaluate "$run" "${EVAL[@]}" --task-seed 0 --out eval
-    safemaml evaluate "$run" "${EVAL[@]}" --grid 0.3:1.1:0.1 --out eval-band
-    safemaml evaluate "$run" "${EVAL[@]}" --sample 40 --task-seed 1 --out eval-fresh
+    safemaml evaluate "$run" "${EVAL[@]}" --task-seed 0 --out "$run/eval"
+    safemaml evaluate "$run" "${EVAL[@]}" --grid 0.3:1.1:0.1 --out "$run/eval-band"
+    safemaml evaluate "$run" "${EVAL[@]}" --sample 40 --task-seed 1 --out "$run/eval-fresh"
   done
 done
