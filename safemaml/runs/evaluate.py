@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from safemaml.errors import SafeMamlError
-from safemaml.engine.metastep import inner_loop
+from safemaml.engine.metastep import InnerLoop, inner_loop
 from safemaml.measure.metrics import per_task_rounds, summarize
-from safemaml.engine.policy import action_std
+from safemaml.engine.policy import PolicySpec, action_std
 from safemaml.engine.returns import advantages
-from safemaml.engine.rollout import Sampler
+from safemaml.engine.rollout import Sampler, Trajectories
 from safemaml.tasks import TaskFamily, get_family
 from safemaml.runs.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
 from safemaml.engine.learner import derive_seed, policy_spec
@@ -94,7 +94,8 @@ def objective_risk_levels(cfg) -> tuple[float, float]:
     return float(objective.beta), float(objective.delta)
 
 
-HELD_OUT_PHASE = 1000  # seed part of the held-out pre-update sample (inner_loop uses 0, 2, 3, ...; post 1)
+POST_PHASE = 1  # seed part of the post-update sample (inner_loop uses 0, 2, 3, ...)
+HELD_OUT_PHASE = 1000  # seed part of the held-out pre-update sample
 
 
 def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: int, repeats: int,
@@ -112,16 +113,26 @@ def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: i
     held_sampler = Sampler(family, spec, len(tasks), 1, device=device, clip_actions=cfg.clip_actions)
     pre_all, held_all, post_all = load_rounds(progress, key)
     for r in range(len(pre_all), repeats):
-        inner = inner_loop(spec, cfg.adapt, params, sampler, tasks, lambda s: derive_seed(seed, r, s),
-                           lambda t: advantages(t.obs, t.rewards, t.mask, cfg.gamma, cfg.gae_lambda))
-        post = sampler.sample(inner.fast, tasks, seed=derive_seed(seed, r, 1))
-        held = held_sampler.sample(params, tasks, seed=derive_seed(seed, r, HELD_OUT_PHASE))
+        inner, held, post = evaluation_round(cfg, spec, params, sampler, held_sampler, tasks, seed, r)
         pre_all.append(inner.pre.returns.cpu().numpy())
         held_all.append(held.returns[:, 0].cpu().numpy())
         post_all.append(post.returns.cpu().numpy())
         if progress is not None:
             save_rounds(progress, key, pre_all, held_all, post_all)
     return np.stack(pre_all, 1), np.stack(held_all, 1), np.stack(post_all, 1)
+
+
+def evaluation_round(cfg, spec: PolicySpec, params, sampler: Sampler, held_sampler: Sampler, tasks: np.ndarray,
+                     seed: int, r: int) -> tuple[InnerLoop, Trajectories, Trajectories]:
+    """Round r: adapt on `sampler`'s n pre-update trajectories per task (the InnerLoop), then the round's
+    held-out pre-update trajectory [K, 1] (with theta) and the n post-update ones (with theta'_T).
+    Their environments were reset with seed derive_seed(seed, r, HELD_OUT_PHASE or POST_PHASE) + index
+    (safemaml.runs.render replays them from these seeds)."""
+    inner = inner_loop(spec, cfg.adapt, params, sampler, tasks, lambda s: derive_seed(seed, r, s),
+                       lambda t: advantages(t.obs, t.rewards, t.mask, cfg.gamma, cfg.gae_lambda))
+    post = sampler.sample(inner.fast, tasks, seed=derive_seed(seed, r, POST_PHASE))
+    held = held_sampler.sample(params, tasks, seed=derive_seed(seed, r, HELD_OUT_PHASE))
+    return inner, held, post
 
 
 def load_rounds(path: Path | None, key: str) -> tuple[list, list, list]:
