@@ -186,3 +186,21 @@ def test_a_difference_that_cancels_to_float_residue_reads_as_zero():
             "seed_wilcoxon_p_violation_rate": 1.0}
     text = difference_table([{"objective": "maml"}, row], 6)
     assert "| cvar-neutral | +0 [-0.0287, +0.0287] (p 1) | — |" in text
+
+
+def test_equal_differences_of_task_fractions_are_ties_in_the_seed_test():
+    # HalfCheetahVel's comparison, V-hat on 40 tasks over seeds 0-5 (compare/comparison.csv): cvar-neutral
+    # violated 8, 7, 9, 9, 7, 9 tasks, maml 7, 8, 8, 8, 7, 9; three differences of +1 task, one of -1. In floating
+    # point 8/40 - 7/40 = 0.025000000000000022 but 9/40 - 8/40 = 0.02499999999999991, which the test ranked apart
+    # (p 0.75 in the CSV instead of 0.625)
+    from safemaml.runs.compare import paired_wilcoxon
+
+    n = 40
+    arm, reference = np.array([8, 7, 9, 9, 7, 9]), np.array([7, 8, 8, 8, 7, 9])
+    fraction = [np.mean(np.arange(n) < k) for k in range(n + 1)]  # a share of tasks, as evaluate computes it
+    x, y = np.array([fraction[k] for k in arm]), np.array([fraction[k] for k in reference])
+    assert len({abs(d) for d in (x - y)[arm != reference]}) > 1  # the floats do split the tie
+    expected = stats.wilcoxon(arm - reference).pvalue  # integer differences: exact ties, the zeros dropped
+    assert expected == pytest.approx(0.625)
+    assert paired_wilcoxon(x, y) == pytest.approx(expected)
+    assert np.isnan(paired_wilcoxon(x, x + 1e-17))  # every difference zero up to rounding: undefined

@@ -17,13 +17,26 @@ def task_gammas(eval_dir: Path) -> np.ndarray:
         return np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
 
 
+SIGNIFICANT_DIGITS = 12  # differences are compared at this precision, relative to the largest |value|
+
+
 def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p of x - y; NaN when it is undefined (fewer than two pairs,
-    or every difference zero)."""
+    or every difference zero).
+
+    The differences are rounded to SIGNIFICANT_DIGITS digits of the largest |x|, |y| first: equal
+    differences that floating point makes unequal (task fractions: 8/40 - 7/40 = 0.025000000000000022
+    but 3/40 - 2/40 = 0.024999999999999994) are then ties, ranked together as the test defines it,
+    and a difference that is zero up to rounding is dropped as a zero."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2 or np.all(x == y):
+    d = x - y
+    magnitudes = np.abs(np.concatenate([x, y]))
+    magnitudes = magnitudes[np.isfinite(magnitudes)]
+    if magnitudes.size and magnitudes.max() > 0:
+        d = np.round(d, SIGNIFICANT_DIGITS - 1 - int(np.floor(np.log10(magnitudes.max()))))
+    if len(d) < 2 or np.all(d == 0):
         return float("nan")
-    return float(stats.wilcoxon(x, y).pvalue)
+    return float(stats.wilcoxon(d).pvalue)
 
 
 def paired_t_interval(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
