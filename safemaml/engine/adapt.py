@@ -82,7 +82,7 @@ def adapt_loop(spec: PolicySpec, cfg: AdaptConfig, params: Params, obs: Tensor, 
                 loss = inner_loss(spec, p, obs[k], actions[k], adv[k], mask[k])
                 grads = torch.autograd.grad(loss, list(p.values()), create_graph=outer and not cfg.first_order)
                 if not outer or cfg.first_order:
-                    grads = [g.detach() for g in grads]
+                    grads = tuple(g.detach() for g in grads)
                 p = {name: v - cfg.fast_lr * g for (name, v), g in zip(p.items(), grads)}
             tasks.append(p)
     stacked = {name: torch.stack([p[name] for p in tasks]) for name in params}

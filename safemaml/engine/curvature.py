@@ -61,7 +61,7 @@ def gaussian_kl_fisher(spec: PolicySpec, old: Params, obs: Tensor, mask: Tensor)
     frozen = {k: v.detach() for k, v in old.items()}
 
     def product(u: Params) -> Params:
-        _, (d_mean, d_log_std) = torch.func.jvp(outputs, (frozen,), ({k: u[k] for k in frozen},))
+        d_mean, d_log_std = torch.func.jvp(outputs, (frozen,), ({k: u[k] for k in frozen},))[1]
         grads = torch.autograd.grad((mean, log_std), list(leaves.values()),
                                     (mean_metric * d_mean, std_metric * d_log_std), retain_graph=True)
         return dict(zip(leaves, grads))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch import Tensor
@@ -35,7 +35,7 @@ def _block_hvp(loss: Tensor, leaves: Params) -> Callable[[Params], Params]:
     grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
 
     def hvp(v: Params) -> Params:
-        dot = sum((g * v[k]).sum() for g, k in zip(grads, leaves))
+        dot = cast(Tensor, sum((g * v[k]).sum() for g, k in zip(grads, leaves)))
         out = torch.autograd.grad(dot, list(leaves.values()), retain_graph=True)
         return dict(zip(leaves, out))
 

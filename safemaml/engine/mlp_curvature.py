@@ -107,7 +107,9 @@ def record(spec: PolicySpec, params: Params, obs: Tensor) -> Tape:
 def tangent(tape: Tape, u: Params) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """The jvp of the forward pass for the parameter direction u: R{mean}, and R{z_i} and R{h_i}
     (pre-activation and activation) of every hidden layer."""
-    r_h, r_z, r_hs = None, [], []
+    r_h: Tensor | None = None
+    r_z: list[Tensor] = []
+    r_hs: list[Tensor] = []
     for i in range(tape.spec.num_layers):
         r = _matmul(tape.inputs[i], u[f"w{i}"]) + u[f"b{i}"].unsqueeze(-2)
         if r_h is not None:
@@ -117,6 +119,7 @@ def tangent(tape: Tape, u: Params) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         r_h = tape.slopes[i] * r
         r_z.append(r)
         r_hs.append(r_h)
+    raise AssertionError("unreachable: the loop returns at the output layer")
 
 
 def backward(tape: Tape, cotangent: Tensor) -> Params:
@@ -154,7 +157,8 @@ def inner_hessian(tape: Tape, actions: Tensor, adv: Tensor, mask: Tensor) -> Cal
     coef_var = coef.unsqueeze(-1) * inv_var  # c / sigma^2, [K, N, A]
     coef_err = coef_var * err  # dL/dmean = c (a - mu) / sigma^2
     coef_err_sq = (coef_err * err).sum(1)  # sum_t c (a - mu)^2 / sigma^2, [K, A]
-    deltas, d = [], coef_err  # the backward pass of the loss, kept for every product
+    deltas: list[Tensor] = []
+    d = coef_err  # the backward pass of the loss, kept for every product
     for i in reversed(range(tape.spec.num_layers)):
         deltas.insert(0, d)
         if i > 0:
@@ -172,8 +176,9 @@ def inner_hessian(tape: Tape, actions: Tensor, adv: Tensor, mask: Tensor) -> Cal
             if i > 0:
                 out[f"w{i}"] = out[f"w{i}"] + _weight_grad(deltas[i], r_h[i - 1])
                 r_d = (_back(r_d, tape.params[f"w{i}"]) + _back(deltas[i], u[f"w{i}"])) * tape.slopes[i - 1]
-                if curls[i - 1] is not None:
-                    r_d = r_d + curls[i - 1] * r_z[i - 1]
+                curl = curls[i - 1]
+                if curl is not None:
+                    r_d = r_d + curl * r_z[i - 1]
         return out
 
     return product

@@ -19,7 +19,7 @@ import numpy as np
 
 from safemaml.errors import SafeMamlError
 
-GYM_ASSETS = os.path.join(os.path.dirname(__import__("gymnasium").__file__), "envs", "mujoco", "assets")
+GYM_ASSETS = os.path.join(os.path.dirname(str(__import__("gymnasium").__file__)), "envs", "mujoco", "assets")
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ class MujocoBatchEnv:
     def _contact_forces(self, ids: np.ndarray) -> None:
         """cfrc_ext as Gymnasium computes it: mj_rnePostConstraint after the last substep."""
         data = self._scratch
+        assert data is not None  # made in __init__ for robots with contact forces
         for i in ids:
             self.batch.get_data(int(i), data)
             mujoco.mj_rnePostConstraint(self.model, data)

@@ -47,8 +47,9 @@ def before_after_figure(family: TaskFamily, grid: np.ndarray, pre: np.ndarray, p
         ax.set_ylabel("return")
     elif family.num_params == 1:
         x = grid[:, 0]
-        lo, hi = family.train_range
-        ax.axvspan(lo, hi, color="grey", alpha=0.12, label="meta-training range")
+        if family.train_range is not None:
+            lo, hi = family.train_range
+            ax.axvspan(lo, hi, color="grey", alpha=0.12, label="meta-training range")
         for phase, data in (("pre", pre), ("post", post)):
             _bands(ax, x, data, COLORS[phase], LABELS[phase])
         _mark_negative_adaptation(ax, family.name, x, pre.mean(1) - post.mean(1))

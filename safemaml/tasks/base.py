@@ -41,6 +41,7 @@ class TaskFamily(ABC):
     description: str
     distribution: str  # human-readable, e.g. "v_goal ~ U[0, 2]"
     param_names: tuple[str, ...]
+    train_range: tuple[float, float] | None = None  # a one-parameter family's p(T) support (figures shade it)
     horizon: int
     obs_dim: int
     act_dim: int

@@ -33,6 +33,7 @@ class _TaskReward:
 
     family_name: str
     task_kwarg: str
+    action_space: Any  # provided by the Gymnasium env this is mixed into
 
     def __init__(self, clip_actions: bool = True, **kwargs: Any):
         task = kwargs.pop(self.task_kwarg, 1.0)
@@ -45,7 +46,7 @@ class _TaskReward:
     def step(self, action):
         if self.clip_actions:  # as the batch engine: the cost is paid on what the motors receive
             action = np.clip(action, self.action_space.low, self.action_space.high)
-        obs, _, terminated, truncated, info = super().step(action)
+        obs, _, terminated, truncated, info = super().step(action)  # type: ignore[misc]  # the env's step (mixin)
         contact_sq = float(np.sum(np.square(self.contact_forces))) if hasattr(self, "contact_forces") else 0.0
         reward = float(self.family.reward(self.task, info["x_velocity"], np.asarray(action), contact_sq))
         return obs, reward, terminated, truncated, info
@@ -120,7 +121,7 @@ class LocomotionVectorEnv(VectorEnv):
 
 
 
-GYM_IDS = {
+GYM_IDS: dict[str, Any] = {  # id -> env class (a _TaskReward mixed into a Gymnasium MujocoEnv)
     "safemaml/HalfCheetahVel-v0": HalfCheetahVelEnv,
     "safemaml/HalfCheetahDir-v0": HalfCheetahDirEnv,
     "safemaml/AntVel-v0": AntVelEnv,

@@ -53,6 +53,7 @@ class LocomotionFamily(TaskFamily):
         self.obs_dim, self.act_dim = observation_size(robot, model), model.nu
         if goal == "velocity":
             self.param_names = ("goal_velocity",)
+            assert train_range is not None, "a velocity family needs its training range"
             lo, hi = train_range
             self.distribution = f"goal_velocity ~ U[{lo:g}, {hi:g}]"
             self.domain = "goal_velocity in [-10, 10]"
@@ -69,7 +70,9 @@ class LocomotionFamily(TaskFamily):
 
     def sample(self, num_tasks: int, rng: np.random.Generator) -> np.ndarray:
         if self.goal == "velocity":
-            return rng.uniform(*self.train_range, size=(num_tasks, 1))
+            assert self.train_range is not None
+            lo, hi = self.train_range
+            return rng.uniform(lo, hi, size=(num_tasks, 1))
         return rng.choice([-1.0, 1.0], size=(num_tasks, 1))
 
     def eval_grid(self) -> np.ndarray:
