@@ -8,14 +8,15 @@ by name with `@register`, or from another package through the entry-point group
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import entry_points
 from typing import Any
 
-from safemaml.errors import SafeMamlError
 from safemaml.engine.objective import Objective, state  # noqa: F401  (the contract, re-exported)
+from safemaml.errors import SafeMamlError
 
 ENTRY_POINT_GROUP = "safemaml.objectives"
-_REGISTRY: dict[str, type["Objective"]] = {}
+_REGISTRY: dict[str, type[Objective]] = {}
 _loaded = False
 
 
@@ -24,6 +25,9 @@ def register(cls: type[Objective]) -> type[Objective]:
     name = getattr(cls, "name", None)
     if not name:
         raise SafeMamlError(f"objective {cls.__qualname__} has no name")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise SafeMamlError(f"objective {name!r} ({cls.__qualname__}) does not implement {missing}")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise SafeMamlError(f"duplicate objective name {name!r} ({_REGISTRY[name].__module__} and {cls.__module__})")
     _REGISTRY[name] = cls

@@ -11,14 +11,15 @@ violation rate V-hat: projected dual ascent, or the PID Lagrangian of Stooke, Ac
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from objectives.base import register, state
 from objectives.penalty import PenaltyObjective, pairs, return_scale, score_surrogate
-from safemaml.errors import SafeMamlError
 from safemaml.engine.metabatch import MetaBatch
+from safemaml.errors import SafeMamlError
 
 
 @register
@@ -58,7 +59,7 @@ class Lagrangian(PenaltyObjective):
         return loss, {"surrogate": float(batch.surrogates.mean().detach()), "smoothed_violation": float(h.mean()),
                       "multiplier": self.multiplier, "scale": float(s)}
 
-    def after_meta_step(self, metrics: dict[str, float]) -> None:
+    def after_meta_step(self, metrics: Mapping[str, float]) -> None:
         """Move lambda on the unsmoothed violation rate V-hat of the step just taken."""
         violation = float(metrics["violation_rate"])
         error = violation - self.delta

@@ -171,6 +171,27 @@ def test_every_objective_resumes_from_a_checkpoint_as_if_uninterrupted(tmp_path,
         assert first != make_objective(name, **params).state_dict()
 
 
+def test_a_resume_from_a_checkpoint_with_unknown_objective_state_is_refused(tmp_path):
+    """last.pt whose objective state has a key the run's objective does not know: one line naming the file and
+    the key, and the run folder is left as it was."""
+    from safemaml.errors import SafeMamlError
+
+    cfg = tiny_config(iterations=1, **{"objective.name": "lagrangian"})
+    train(cfg, tmp_path / "run", quiet=True)
+    last = tmp_path / "run" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["objective"]["bogus"] = 1.0
+    torch.save(ckpt, last)
+    before = last.read_bytes(), (tmp_path / "run" / "metrics.csv").read_bytes()
+    with pytest.raises(SafeMamlError) as info:
+        train(tiny_config(iterations=2, **{"objective.name": "lagrangian"}), tmp_path / "run", resume=True,
+              quiet=True)
+    message = str(info.value)
+    assert message.startswith(f"{last}: objective lagrangian: checkpointed state has unknown key(s) bogus")
+    assert "\n" not in message
+    assert (last.read_bytes(), (tmp_path / "run" / "metrics.csv").read_bytes()) == before
+
+
 @pytest.mark.parametrize("name", ["lagrangian", "cvar", "quantile"])
 def test_return_scale_fixed_or_automatic(name):
     """A fixed return_scale is used as given; 0 means the MAD of all pairs (numpy's, computed here)."""

@@ -200,6 +200,38 @@ def test_register_adds_a_new_objective_and_refuses_a_nameless_one():
     assert all(cls is not Nameless for cls in available().values())
 
 
+def test_the_contract_is_abstract_and_a_plugin_without_a_loss_is_refused():
+    """Objective.__call__ is abstract: the base cannot be built, and registering a class that does not
+    implement it is a one-line error at registration, not a TypeError when a run starts."""
+    with pytest.raises(TypeError, match="abstract"):
+        Objective()
+
+    @dataclasses.dataclass
+    class NoLoss(Objective):
+        name = "test-no-loss"
+        description = "forgot __call__"
+
+    with pytest.raises(SafeMamlError, match=r"^objective 'test-no-loss' \(.*NoLoss\) does not implement __call__$"):
+        register(NoLoss)
+    assert "test-no-loss" not in available()
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_load_state_dict_refuses_unknown_and_missing_keys(name):
+    """A checkpoint written by another objective (or a typo in a hand-made state) is refused in one line,
+    and nothing of it is set."""
+    objective = make_objective(name)
+    good = objective.state_dict()
+    with pytest.raises(SafeMamlError) as info:
+        objective.load_state_dict({**good, "bogus": 1.0})
+    assert str(info.value).startswith(f"objective {name}: checkpointed state has unknown key(s) bogus")
+    assert "\n" not in str(info.value) and not hasattr(objective, "bogus")
+    assert objective.state_dict() == good
+    for key in good:  # every key the objective keeps is needed
+        with pytest.raises(SafeMamlError, match=f"missing key\\(s\\) {key}"):
+            objective.load_state_dict({k: v for k, v in good.items() if k != key})
+
+
 def test_state_fields_start_at_zero_and_are_not_parameters():
     """The PID's integral and previous violation are internal state: a fresh objective starts them at 0, the CLI
     and studies cannot set them, and they travel in state_dict."""

@@ -165,7 +165,7 @@ def meta_step(learner: Learner, iteration: int,
     new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp)
     t4 = time.perf_counter()
     metrics = summarize(pre.returns.cpu().numpy(), post.returns.cpu().numpy(),
-                        getattr(learner.objective, "beta", 0.1), getattr(learner.objective, "delta", 0.1))
+                        learner.objective.beta, learner.objective.delta)
     metrics.update(info)
     metrics.update({f"objective_{k}": v for k, v in objective_metrics.items()})
     metrics.update(iteration=float(iteration), action_std=std_before,

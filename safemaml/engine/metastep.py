@@ -20,6 +20,7 @@ from safemaml.engine.adapt import adapt
 
 from safemaml.config import AdaptConfig
 from safemaml.engine.metabatch import MetaBatch
+from safemaml.engine.objective import Objective
 from safemaml.engine.policy import Params, PolicySpec, gaussian_kl, gaussian_log_prob, log_prob, log_std_for, mean_action
 from safemaml.engine.rollout import Sampler, Trajectories
 
@@ -94,7 +95,7 @@ def inner_loop(spec: PolicySpec, cfg: AdaptConfig, params: Params, sampler: Samp
     return InnerLoop(pre, pre_adv, resampled, fast, adapting + time.perf_counter() - start)
 
 
-def meta_loss(spec: PolicySpec, cfg: AdaptConfig, objective, params: Params,
+def meta_loss(spec: PolicySpec, cfg: AdaptConfig, objective: Objective, params: Params,
               data: MetaData) -> tuple[Tensor, Tensor, dict[str, float]]:
     """(objective loss, mean KL from the sampling policies, objective metrics) at theta = params."""
     pre, post = data.pre, data.post

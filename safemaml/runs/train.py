@@ -42,6 +42,8 @@ def _restore(learner: Learner, run: RunDir) -> int:
     try:
         learner.optimizer.load_state_dict(ckpt["optimizer"])
         learner.objective.load_state_dict(ckpt["objective"])
+    except SafeMamlError as exc:  # the objective refused its state, in one line that names the keys
+        raise SafeMamlError(f"{run.last_path}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError):
         raise SafeMamlError(f"{run.last_path} was not written by this run's optimiser and objective") from None
     learner.params = {k: v.to(learner.device) for k, v in ckpt["params"].items()}
