@@ -23,21 +23,27 @@ import torch  # noqa: E402
 
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
-from safemaml.engine.adapt import adapt_loop, adapt_vmap  # noqa: E402
 from safemaml.engine import learner as trainer  # noqa: E402
-from safemaml.engine.learner import Learner, meta_step  # noqa: E402
-from safemaml.runs.train import new_learner
+from safemaml.engine.adapt import adapt_loop, adapt_vmap  # noqa: E402
+from safemaml.engine.learner import Learner, meta_step, torch_device  # noqa: E402
+from safemaml.errors import SafeMamlError  # noqa: E402
+from safemaml.runs.train import new_learner  # noqa: E402
+
+
+def sync() -> None:
+    """Wait for the GPU, if one is in use: CUDA runs asynchronously, and a host clock read without this
+    would time only the kernel launches."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def timed(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -77,19 +83,25 @@ class StepClock:
         self.loss_calls = self.loss_s = self.fvp_calls = self.fvp_s = 0.0
 
     def meta_loss(self, *args, **kwargs):
+        sync()
         start = time.perf_counter()
         out = self._meta_loss(*args, **kwargs)
+        sync()
         self.loss_calls, self.loss_s = self.loss_calls + 1, self.loss_s + time.perf_counter() - start
         return out
 
     def make_fvp(self, *args, **kwargs):
+        sync()
         start = time.perf_counter()
         fvp = self._make_fvp(*args, **kwargs)
+        sync()
         self.fvp_s += time.perf_counter() - start  # building the product (its first-order graph) counts too
 
         def timed_fvp(v):
+            sync()
             begin = time.perf_counter()
             out = fvp(v)
+            sync()
             self.fvp_calls, self.fvp_s = self.fvp_calls + 1, self.fvp_s + time.perf_counter() - begin
             return out
 
@@ -113,7 +125,7 @@ def adaptation_costs(learner: Learner, repeats: int) -> dict[str, float]:
     adv = learner.advantages(pre)
     out = {}
     for name, fn in (("vmap", adapt_vmap), ("loop", adapt_loop)):
-        def run():
+        def run(fn=fn):
             theta = {k: v.detach().requires_grad_(True) for k, v in learner.params.items()}
             fast = fn(learner.spec, cfg.adapt, theta, pre.obs, pre.actions, adv, pre.mask)
             torch.autograd.grad(sum(v.sum() for v in fast.values()), list(theta.values()))
@@ -130,11 +142,18 @@ def main() -> None:
                         help="'default' or CURVATURE[:FVP_SUBSAMPLE], e.g. adapted-fisher:0.25")
     parser.add_argument("--skip-adaptation", action="store_true", help="skip the vmap/loop table")
     args = parser.parse_args()
+    try:
+        cuda = torch_device(args.device).type == "cuda"
+    except SafeMamlError as error:
+        parser.error(str(error))
     base = config_io.override(config_io.preset(args.tasks), {"device": args.device})
     configs = {name: variant(base, name) for name in args.curvatures}
     print(f"# meta-iteration benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
-          f"device {args.device}")
+          f"device {args.device}" + (f" ({torch.cuda.get_device_name(args.device)})" if cuda else ""))
+    if cuda:
+        print("# on CUDA the clock waits for the GPU around meta-loss evaluations and products; the adaptation's GPU"
+              " work may end inside the post-update sampling, which then counts it")
     print(f"# {base.tasks}: {base.meta_batch_size} tasks x ({base.fast_batch_size} + {base.post_batch_size}) "
           f"trajectories, TRPO cg_iters={base.meta.cg_iters}; the variants alternate, best of {args.repeats}")
     learners = {name: new_learner(cfg) for name, cfg in configs.items()}  # the same seed: the same first data
@@ -143,10 +162,14 @@ def main() -> None:
     for i in range(args.repeats):
         for name, learner in learners.items():
             reset_peak_rss()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             clock.reset()
             metrics = meta_step(learner, i)
-            metrics |= {"rss": peak_rss_mib(), "loss_calls": clock.loss_calls, "loss_s": clock.loss_s,
-                        "fvp_calls": clock.fvp_calls, "fvp_s": clock.fvp_s}
+            sync()
+            gpu_mib = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+            metrics |= {"rss": peak_rss_mib(), "gpu_mib": gpu_mib, "loss_calls": clock.loss_calls,
+                        "loss_s": clock.loss_s, "fvp_calls": clock.fvp_calls, "fvp_s": clock.fvp_s}
             rows[name].append(metrics)
     print("| curvature | fvp_subsample | sampling (2 phases) | adaptation | TRPO step | total | total / sampling "
           "| peak RSS |")
@@ -158,6 +181,9 @@ def main() -> None:
         label = f"{cfg.meta.curvature} (default)" if name == "default" else cfg.meta.curvature
         print(f"| {label} | {cfg.meta.fvp_subsample:g} | {sampling:.2f} s | {adaptation:.2f} s | {trpo:.2f} s | "
               f"{total:.2f} s | {total / sampling:.2f} | {max(m['rss'] for m in rows[name]):.0f} MiB |", flush=True)
+    if cuda:
+        print("# peak CUDA memory allocated in a meta-iteration: " + ", ".join(
+            f"{name} {max(m['gpu_mib'] for m in rows[name]):.0f} MiB" for name in configs))
     print("\n| curvature | TRPO step | meta-loss evaluations | Fisher-vector products | the rest (backward, CG) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, cfg in configs.items():
