@@ -441,8 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
+    from safemaml.cli.render import add_parser as add_render_parser
     from safemaml.cli.study import add_parser as add_study_parser
 
+    add_render_parser(sub)
     add_study_parser(sub)
     return parser
 
