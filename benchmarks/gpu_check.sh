@@ -45,9 +45,10 @@ command -v "$PY" >/dev/null || die 1 "no Python interpreter '$PY' (set PYTHON=..
 "$PY" -c "import torch" 2>/dev/null || die 1 "'$PY' cannot import torch; this check needs a machine with PyTorch built with CUDA"
 if [ $INSTALL_ONLY = 0 ]; then
   GPU=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>/dev/null)
-  [ -n "$GPU" ] || die 1 "no CUDA GPU: torch $("$PY" -c 'import torch; print(torch.__version__)') sees none (torch.cuda.is_available() is False); nothing was run"
+  [ -n "$GPU" ] || die 1 "no CUDA GPU: torch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null) sees none (torch.cuda.is_available() is False); nothing was run"
 fi
-# the pinned requirements this machine lacks (what it has is kept: its torch was built against its numpy)
+# the pinned requirements this machine lacks (what it has is kept: its torch was built against its numpy),
+# and those of them with no wheel in $WHEELS
 MISSING=$("$PY" - "$ROOT/benchmarks/requirements-gpu-check.txt" <<'EOF'
 import importlib.metadata as md, sys
 for line in open(sys.argv[1]):
@@ -60,9 +61,13 @@ for line in open(sys.argv[1]):
 EOF
 ) || die 1 "could not read benchmarks/requirements-gpu-check.txt"
 if [ -n "$MISSING" ]; then
-  [ -d "$WHEELS" ] || die 2 "missing $(echo $MISSING | tr '\n' ' ')and no wheel folder $WHEELS (download: see benchmarks/requirements-gpu-check.txt)"
-  "$PY" -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))" \
-    || die 1 "the carried wheels are for CPython 3.12; '$PY' is $("$PY" -V 2>&1) and lacks $(echo $MISSING | tr '\n' ' ')"
+  PYTAG=cp$("$PY" -c 'import sys; print("%d%d" % sys.version_info[:2])')
+  NOWHEEL=$(for pin in $MISSING; do  # a wheel of that version, pure Python or built for this interpreter
+    name=$(echo "${pin%%==*}" | tr 'A-Z-' 'a-z_')
+    ls "$WHEELS" 2>/dev/null | tr 'A-Z' 'a-z' \
+      | grep -Eq "^${name}-${pin##*==}-(py3|py2\.py3|${PYTAG})-.*\.whl$" || echo "$pin"
+  done)
+  [ -z "$NOWHEEL" ] || die 2 "no wheel for $PYTAG in $WHEELS for $(echo $NOWHEEL), which this machine lacks (download: see benchmarks/requirements-gpu-check.txt)"
 fi
 "$PY" -c "import setuptools" 2>/dev/null || die 1 "'$PY' has no setuptools, needed to install the project without a registry"
 
@@ -96,7 +101,7 @@ step() {
   echo "- commit: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
   echo "- GPU: ${GPU:-none (--install-only)}"
   echo "- CPU: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-  echo "- $("$PY" -V 2>&1), torch $("$PY" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')"
+  echo "- $("$PY" -V 2>&1), torch $("$PY" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)' 2>/dev/null)"
   echo "- installed from the carried wheels: $(echo ${MISSING:-none} | tr '\n' ' ')"
   echo
   echo "| step | command | exit | seconds |"
@@ -104,14 +109,18 @@ step() {
 } >"$SUMMARY"
 { nvidia-smi 2>&1; echo; "$PY" -m pip list 2>&1; } >"$OUTDIR/machine.txt"
 
+# everything goes into a folder of its own on PYTHONPATH: the machine's environment is left as it was
+SITE=$(mktemp -d)/site
+trap 'rm -rf "${SITE%/site}"' EXIT
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 if [ -n "$MISSING" ]; then
   # shellcheck disable=SC2086  # one pin per word
   step "install the carried wheels" install-wheels.log 120 \
-    "$PY" -m pip install --no-index --find-links "$WHEELS" --no-deps $MISSING
+    "$PY" -m pip install --no-index --find-links "$WHEELS" --no-deps --target "$SITE" $MISSING
 fi
 step "install safemaml" install-project.log 120 \
-  "$PY" -m pip install --no-index --no-deps --no-build-isolation .
+  "$PY" -m pip install --no-index --no-deps --no-build-isolation --target "$SITE" .
 step "import check" imports.log 60 "$PY" -c \
   "import safemaml, mujoco, gymnasium, scipy, pytest; from safemaml.engine.learner import Learner; print('imports ok')"
 
