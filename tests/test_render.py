@@ -6,6 +6,7 @@ one line, exit 2, with nothing written.
 """
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,11 +115,10 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys, args, m
 
 
 def test_an_existing_file_is_replaced_only_with_overwrite(run, capsys):
-    with open("clip.gif", "w") as f:
-        f.write("keep me")
+    Path("clip.gif").write_text("keep me")
     assert main(["render", str(run), "--task", "goal_velocity=0.5", "--out", "clip.gif", *SMALL]) == 2
     assert "exists" in capsys.readouterr().err
-    assert open("clip.gif").read() == "keep me"
+    assert Path("clip.gif").read_text() == "keep me"
     assert main(["render", str(run), "--task", "goal_velocity=0.5", "--out", "clip.gif", "--overwrite", *SMALL]) == 0
     with Image.open("clip.gif") as gif:
         assert gif.n_frames == FRAMES

@@ -99,7 +99,7 @@ def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
             images.append(image.quantize(palette=images[0], dither=Image.Dither.NONE))
     if not images:
         raise SafeMamlError("no frames to write")
-    duration = max(20, int(round(100 / fps)) * 10)
+    duration = max(20, round(100 / fps) * 10)
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0,
                    optimize=True)
     return len(images)

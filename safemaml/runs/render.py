@@ -11,6 +11,10 @@ The episodes are sampled by the batched sampler, which keeps no simulation state
 here from the same reset seed with the recorded actions (MuJoCo is deterministic), and the replay's rewards
 must equal the sampled ones, or nothing is written. Families without a MuJoCo model (nav2d, bandit) are
 refused: their before/after returns are evaluate's figure.
+
+The clip is fixed by --seed on one machine and torch thread count; floating-point rounding (another thread
+count, another CPU) changes the inner step slightly, and 200 steps of physics turn that into another episode
+after adaptation (the seed-0 HalfCheetahVel base at v = 0.5: -73.1 with OMP_NUM_THREADS=1, -77.4 with 2).
 """
 
 from __future__ import annotations
@@ -188,9 +192,10 @@ def render_run(run: Path | str, task: Sequence[str], out: Path | str, seed: int 
         gamma = before.total - after.total
         task_text = ", ".join(f"{k} = {v:g}" for k, v in zip(family.param_names, tasks[0], strict=True))
         steps = cfg.adapt.num_steps
+        adaptation = (f"adaptation: {steps} inner step{'s' * (steps > 1)} on {cfg.fast_batch_size} episodes "
+                      f"(seed {seed}); Gamma = before - after = {gamma:+.1f}")
         header = [(f"{family.name}, {task_text}: {run.resolve().name} after {iterations} meta-iterations", INK),
-                  (f"adaptation: {steps} inner step{'s' * (steps > 1)} on {cfg.fast_batch_size} episodes (seed {seed});"
-                   f" Gamma = before - after = {gamma:+.1f}", WARN if gamma > 0 else INK)]
+                  (adaptation, WARN if gamma > 0 else INK)]
         dt = float(renderer.model.opt.timestep) * family.robot.frame_skip
         fps = clip.fps or 1.0 / (dt * clip.stride)
         count = write_video(out, frames(renderer, before, after, header, clip), fps)
