@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first; a module may import its own layer or any below it.
 LAYERS = [
-    ("safemaml.errors", "safemaml.config", "safemaml.files", "safemaml.allocator"),
+    ("safemaml.errors", "safemaml.checks", "safemaml.config", "safemaml.files", "safemaml.allocator"),
     ("safemaml.envs",),
     ("safemaml.tasks",),
     ("safemaml.measure",),
