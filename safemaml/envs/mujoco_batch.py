@@ -22,6 +22,15 @@ from safemaml.errors import SafeMamlError
 GYM_ASSETS = os.path.join(os.path.dirname(str(__import__("gymnasium").__file__)), "envs", "mujoco", "assets")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: what a SLURM allocation, `taskset` or a worker's share
+    (safemaml.studies.pool) grants, not the whole machine (os.cpu_count), so that the stepping threads do not
+    oversubscribe it."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Robot:
     """What differs between Gymnasium's locomotion robots, as data."""
@@ -82,7 +91,7 @@ class MujocoBatchEnv:
         self.robot, self.reward_fn, self.num_envs = robot, reward_fn, num_envs
         self.clip_actions = clip_actions
         self.model = load_model(robot)
-        self.batch = mujoco.batch.Batch(self.model, num_envs, nthread=nthread or (os.cpu_count() or 1),
+        self.batch = mujoco.batch.Batch(self.model, num_envs, nthread=nthread or usable_cores(),
                                         persistent=robot.contact_forces)
         self.qpos, self.qvel = self.batch.bind("qpos"), self.batch.bind("qvel")
         self.ctrl = self.batch.bind("ctrl")
