@@ -23,7 +23,7 @@ def _multipliers(obj, violations):
     out = []
     for v in violations:
         obj.after_meta_step({"violation_rate": v})
-        out.append(obj.multiplier)
+        out.append(obj.lam.value)
     return out
 
 

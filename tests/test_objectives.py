@@ -87,7 +87,7 @@ def test_multiplier_rises_while_violated_and_returns_to_zero(update):
     trace = []
     for violation in [0.6] * 5 + [0.0] * 40:
         obj.after_meta_step({"violation_rate": violation})
-        trace.append(obj.multiplier)
+        trace.append(obj.lam.value)
     rising, falling = trace[:5], trace[5:]
     assert all(b > a for a, b in zip(rising, rising[1:])) and rising[0] > 0
     assert all(b <= a for a, b in zip(falling, falling[1:]))
@@ -232,17 +232,20 @@ def test_load_state_dict_refuses_unknown_and_missing_keys(name):
             objective.load_state_dict({k: v for k, v in good.items() if k != key})
 
 
-def test_state_fields_start_at_zero_and_are_not_parameters():
-    """The PID's integral and previous violation are internal state: a fresh objective starts them at 0, the CLI
-    and studies cannot set them, and they travel in state_dict."""
-    lagrangian = make_objective("lagrangian")
-    assert lagrangian.integral == 0.0 and lagrangian.previous == 0.0
-    assert not {"integral", "previous"} & set(available()["lagrangian"].parameters())
-    assert "multiplier" in available()["lagrangian"].parameters()  # the initial multiplier is a user parameter
-    with pytest.raises(SafeMamlError, match="no parameter"):
-        make_objective("lagrangian", integral=1.0)
-    assert {"integral", "previous"} <= set(lagrangian.state_dict())
-
+def test_the_multiplier_state_is_not_a_parameter():
+    """lambda_0 (`multiplier`) is a parameter; the running lambda and the PID's integral and previous violation
+    are the multiplier component's state: the CLI and studies cannot set them, and they travel in state_dict
+    (under keys that are not the parameters' names)."""
+    lagrangian = make_objective("lagrangian", update="pid", multiplier=0.3)
+    params = available()["lagrangian"].parameters()
+    assert "multiplier" in params and not {"lam", "integral", "previous", "value"} & set(params)
+    for name in ("integral", "previous", "lam"):
+        with pytest.raises(SafeMamlError, match="no parameter"):
+            make_objective("lagrangian", **{name: 1.0})
+    assert lagrangian.state_dict() == {"lambda.value": 0.3, "lambda.integral": 0.0, "lambda.previous": 0.0}
+    lagrangian.after_meta_step({"violation_rate": 0.5})
+    assert lagrangian.multiplier == 0.3 and lagrangian.lam.initial == 0.3  # lambda_0 stays what was given
+    assert make_objective("lagrangian", update="dual").state_dict() == {"lambda.value": 0.0}
 
 
 @pytest.mark.parametrize("name,param,value,message", [
