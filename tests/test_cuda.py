@@ -155,10 +155,11 @@ def test_curvature_products_never_synchronise_and_cg_once_per_iteration(monkeypa
         return product
 
     monkeypatch.setattr(learner_module, "curvature_fvp", strict)
-    meta_step(new_learner(tiny_config(device="cuda", **{"meta.curvature": curvature})), 0)
+    learner = new_learner(tiny_config(device="cuda", **{"meta.curvature": curvature}))
+    meta_step(learner, 0)
     assert built
     fvp = built[-1]
-    g = torch.randn(sum(p.numel() for p in new_learner(tiny_config()).params.values()), device="cuda")
+    g = torch.randn(sum(p.numel() for p in learner.params.values()), device="cuda")
     fvp(g)  # warm-up
     assert _syncs(lambda: conjugate_gradient(lambda v: fvp(v) + 1e-5 * v, g, 5, tol=0.0)) == 5
 
