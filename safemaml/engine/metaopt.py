@@ -95,8 +95,8 @@ def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
     for i in range(cfg.ls_max_steps):
         candidate = _unflat(base - cfg.ls_backtrack_ratio ** i * step, theta)
         with torch.no_grad():
-            new_loss, new_kl = evaluate(candidate)
-        new_loss, new_kl = _to_host(new_loss, new_kl)  # the candidate's verdict needs both on the host
+            candidate_loss, candidate_kl = evaluate(candidate)
+        new_loss, new_kl = _to_host(candidate_loss, candidate_kl)  # the verdict needs both on the host
         if math.isfinite(new_loss) and new_loss < old_loss and new_kl <= cfg.max_kl:
             info.update(ls_steps=float(i + 1), accepted=1.0, kl=new_kl, loss_after=new_loss)
             return {k: v.detach().clone() for k, v in candidate.items()}, info
