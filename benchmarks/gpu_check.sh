@@ -87,7 +87,7 @@ step() {
     echo "| $name | not run: the 8-minute budget is spent | | |" >>"$SUMMARY"; FAILED+=("$name"); return
   fi
   local t0=$SECONDS rc
-  echo "\$ $*" >"$OUTDIR/$file"
+  echo "\$ $*" >>"$OUTDIR/$file"  # appended: the install steps share one log
   (cd "$ROOT" && timeout --kill-after=10 "$limit" "$@") >>"$OUTDIR/$file" 2>&1
   rc=$?
   [ $rc = 124 ] && echo "# stopped by the timeout ($limit s)" >>"$OUTDIR/$file"
@@ -116,12 +116,12 @@ export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 if [ -n "$MISSING" ]; then
   # shellcheck disable=SC2086  # one pin per word
-  step "install the carried wheels" install-wheels.log 120 \
+  step "install the carried wheels" install.log 120 \
     "$PY" -m pip install --no-index --find-links "$WHEELS" --no-deps --target "$SITE" $MISSING
 fi
-step "install safemaml" install-project.log 120 \
+step "install safemaml" install.log 120 \
   "$PY" -m pip install --no-index --no-deps --no-build-isolation --target "$SITE" .
-step "import check" imports.log 60 "$PY" -c \
+step "import check" install.log 60 "$PY" -c \
   "import safemaml, mujoco, gymnasium, scipy, pytest; from safemaml.engine.learner import Learner; print('imports ok')"
 
 if [ $INSTALL_ONLY = 0 ] && [ ${#FAILED[@]} = 0 ]; then
