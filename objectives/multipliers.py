@@ -9,7 +9,7 @@ next meta-step uses.
 
 - `DualAscent`: projected gradient ascent on the dual, lambda <- clip(lambda + eta (c - d), 0, lambda_max).
 - `PIDLagrangian`: the PID Lagrangian of Stooke, Achiam & Abbeel (2020, "Responsive Safety in Reinforcement
-  Learning by PID Lagrangian Methods", ICML, Algorithm 2).
+  Learning by PID Lagrangian Methods", ICML, Algorithm 2), with its integral term started at lambda_0.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class DualAscent(Multiplier):
 
 @dataclasses.dataclass
 class PIDLagrangian(Multiplier):
-    """The PID Lagrangian (Stooke, Achiam & Abbeel 2020, Algorithm 2).
+    """The PID Lagrangian (Stooke, Achiam & Abbeel 2020, Algorithm 2), its integral term started at lambda_0.
 
     With the error e_t = c_t - d, after each meta-step:
 
@@ -95,10 +95,15 @@ class PIDLagrangian(Multiplier):
         rise_t       = max(0, c_t - c_{t-1})                          (derivative on rising violations only)
         lambda_{t+1} = clip(K_P e_t + I_{t+1} + K_D rise_t, 0, lambda_max)
 
-    with c_{-1} = 0 and I_0 = 0, as in the paper; lambda_0 is the lambda of the first meta-step only. The
-    integral is kept in units of lambda (K_I folded in). With K_P = K_D = 0 and lambda_0 = 0 the rule is dual
-    ascent with lr = K_I, except that dual ascent also stops lambda at lambda_max while the integral here may
-    grow past it (the paper's anti-windup is at 0 only).
+    with c_{-1} = 0 and **I_0 = lambda_0** (the paper starts I at 0 and has no lambda_0). The integral is kept in
+    units of lambda (K_I folded in), so it can start at lambda_0 for any K_I, K_I = 0 included (lambda_0 is then a
+    constant bias). The rule chosen, and why: lambda_0 is the prior guess of the multiplier the constraint needs;
+    started in the integral, lambda continues from it (lambda_1 = lambda_0 + (K_P + K_I) e_0 + K_D rise_0 while the
+    integral stays positive and lambda within [0, lambda_max]) and gives it up only as the constraint holds with
+    room (negative errors drain the integral), as dual ascent would. Started as the first lambda only (lambda_0 =
+    lambda in the first step, I_0 = 0), lambda_0 acted in the first meta-step alone and was forgotten at the second,
+    whatever its value. With K_P = K_D = 0 the rule is dual ascent with lr = K_I, except that dual ascent also stops
+    lambda at lambda_max while the integral here may grow past it (the paper's anti-windup is at 0 only).
     """
 
     kp: float = 1.0  # K_P
@@ -111,7 +116,7 @@ class PIDLagrangian(Multiplier):
     def __post_init__(self) -> None:
         super().__post_init__()
         _nonnegative(self, "kp", "ki", "kd")
-        self.integral = 0.0
+        self.integral = self.initial  # I_0 = lambda_0: lambda continues from lambda_0 (see above)
         self.previous = 0.0
 
     def update(self, measured: float, bound: float) -> float:

@@ -6,13 +6,17 @@ import csv
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 
 from objectives import make_objective
 from objectives.multipliers import DualAscent, PIDLagrangian
 from safemaml import config as config_io
+from safemaml.engine.learner import meta_step
 from safemaml.errors import SafeMamlError
+from safemaml.runs.train import new_learner, train
 
 OLD = Path(__file__).parent / "data" / "old-checkpoints"
 
@@ -42,12 +46,37 @@ def test_dual_ascent_is_projected_gradient_ascent():
     assert _trace(DualAscent(0.1, 2.5, lr=2.0), [0.0, 0.0]) == [0.0, 0.0]
 
 
-def test_pid_with_integral_gain_only_is_dual_ascent():
-    """K_P = K_D = 0: lambda_{t+1} = max(0, lambda_t + K_I e_t), which is dual ascent with lr = K_I (while lambda
-    stays below lambda_max, where dual ascent also clips)."""
+def test_pid_continues_from_lambda_0():
+    """I_0 = lambda_0 = 2, K_P = 0.5, K_I = 1, K_D = 1, d = 0.1, V-hat 0.5, 0.3, 0, 0 (errors 0.4, 0.2, -0.1, -0.1):
+    I = 2.4, 2.6, 2.5, 2.4; rises 0.5, 0, 0, 0; lambda = 0.2 + 2.4 + 0.5, 0.1 + 2.6, -0.05 + 2.5, -0.05 + 2.4.
+    (Started at I_0 = 0, lambda_0 would be forgotten after the first step: 1.1, 0.7, 0.45, 0.35.)"""
+    pid = PIDLagrangian(2.0, 100.0, kp=0.5, ki=1.0, kd=1.0)
+    assert pid.value == 2.0  # the lambda of the first meta-step
+    assert _trace(pid, [0.5, 0.3, 0.0, 0.0]) == pytest.approx([3.1, 2.7, 2.45, 2.35])
+
+
+@pytest.mark.parametrize("initial", [0.0, 0.6])
+def test_pid_with_integral_gain_only_is_dual_ascent(initial):
+    """K_P = K_D = 0: lambda_{t+1} = max(0, lambda_t + K_I e_t) from the same lambda_0, which is dual ascent with
+    lr = K_I (while lambda stays below lambda_max, where dual ascent also clips)."""
     measured = [0.5, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.2]
-    pid = PIDLagrangian(0.0, 100.0, kp=0.0, ki=0.7, kd=0.0)
-    assert _trace(pid, measured) == pytest.approx(_trace(DualAscent(0.0, 100.0, lr=0.7), measured))
+    pid = PIDLagrangian(initial, 100.0, kp=0.0, ki=0.7, kd=0.0)
+    assert _trace(pid, measured) == pytest.approx(_trace(DualAscent(initial, 100.0, lr=0.7), measured))
+
+
+def test_lambda_0_acts_beyond_the_first_meta_step_of_a_pid_run():
+    """Two nav2d runs, PID, lambda_0 = 0.5 and 2: the first meta-step's data are the same, so V-hat_0 is, and the
+    lambda of the second step differs by exactly the difference of the lambda_0 (the integral stays positive)."""
+    lambdas = {}
+    for initial in (0.5, 2.0):
+        cfg = tiny_config(**{"objective.name": "lagrangian", "objective.update": "pid",
+                             "objective.multiplier": initial, "objective.delta": 0.05})
+        learner = new_learner(cfg)
+        rows = [meta_step(learner, i) for i in range(2)]
+        assert rows[0]["violation_rate"] > 0.05  # a violation: the integral grows
+        lambdas[initial] = [row["objective_multiplier"] for row in rows]
+    assert lambdas[0.5][0] == 0.5 and lambdas[2.0][0] == 2.0
+    np.testing.assert_allclose(lambdas[2.0][1] - lambdas[0.5][1], 1.5, rtol=1e-12)
 
 
 @pytest.mark.parametrize("make,keys", [(lambda: DualAscent(), {"value"}),
@@ -115,8 +144,6 @@ def test_an_old_dual_checkpoint_resumes_a_run(tmp_path):
     """nav2d, lagrangian with dual ascent, 100 iterations, written before the components: `safemaml train
     --resume` runs iteration 100 with the lambda it had (7.15) and moves it by dual ascent on that iteration's
     V-hat; last.pt then holds the new keys."""
-    from safemaml.runs.train import train
-
     run = tmp_path / "run"
     shutil.copytree(OLD / "nav2d-lagrangian-dual", run)
     cfg, ckpt = _old("nav2d-lagrangian-dual")

@@ -242,7 +242,7 @@ def test_the_multiplier_state_is_not_a_parameter():
     for name in ("integral", "previous", "lam"):
         with pytest.raises(SafeMamlError, match="no parameter"):
             make_objective("lagrangian", **{name: 1.0})
-    assert lagrangian.state_dict() == {"lambda.value": 0.3, "lambda.integral": 0.0, "lambda.previous": 0.0}
+    assert lagrangian.state_dict() == {"lambda.value": 0.3, "lambda.integral": 0.3, "lambda.previous": 0.0}
     lagrangian.after_meta_step({"violation_rate": 0.5})
     assert lagrangian.multiplier == 0.3 and lagrangian.lam.initial == 0.3  # lambda_0 stays what was given
     assert make_objective("lagrangian", update="dual").state_dict() == {"lambda.value": 0.0}
