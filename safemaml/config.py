@@ -26,15 +26,26 @@ DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 CURVATURES = ("analytic", "exact", "gauss-newton", "adapted-fisher")
 
 
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A dataclass field with its help text: the one place a setting's type, default and meaning are stated.
+
+    safemaml.cli.options builds command-line flags from such fields. `cli` may hold `flag` (the flag's name
+    when it is not the field's), `metavar`, `choices` and `default_text` (what the default means where its
+    value cannot say it, e.g. None standing for "the run's objective")."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
     """The inner loop: step size, number of steps, and first- or second-order meta-gradients."""
 
-    fast_lr: float = 0.1
-    num_steps: int = 1
-    first_order: bool = False
-    vectorize: str = "auto"  # "vmap", "loop", or "auto": vmap on CUDA, the per-task loop on CPU
-    resample: bool = False  # num_steps > 1: sample fresh trajectories before every inner step (the paper's code)
+    fast_lr: float = option(0.1, "inner step size (alpha)", metavar="ALPHA")
+    num_steps: int = option(1, "inner gradient steps")
+    first_order: bool = option(False, "first-order meta-gradient (default: second order)")
+    vectorize: str = option("auto", "vmap, loop, or auto: vmap on CUDA, the per-task loop on CPU",
+                            choices=("auto", "vmap", "loop"))
+    resample: bool = option(False, "num_steps > 1: sample fresh trajectories before every inner step "
+                                   "(the paper's code)")
 
     def __post_init__(self) -> None:
         if self.vectorize not in ("auto", "vmap", "loop"):
@@ -47,15 +58,15 @@ class AdaptConfig:
 class MetaOptConfig:
     """The outer optimiser: 'trpo' (the paper's defaults) or 'adam'."""
 
-    name: str = "trpo"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    ls_max_steps: int = 15
-    ls_backtrack_ratio: float = 0.8
-    lr: float = 1e-3  # Adam only
-    fvp_subsample: float = 1.0  # fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)
-    curvature: str = "analytic"  # TRPO's curvature: one of safemaml.engine.curvature.CURVATURES
+    name: str = option("trpo", "outer optimiser", flag="meta-optimizer", choices=("trpo", "adam"))
+    max_kl: float = option(0.01, "TRPO trust region (mean KL of a step)")
+    cg_iters: int = option(10, "TRPO conjugate-gradient iterations")
+    cg_damping: float = option(1e-5, "TRPO damping added to the curvature")
+    ls_max_steps: int = option(15, "TRPO line-search candidates")
+    ls_backtrack_ratio: float = option(0.8, "TRPO line-search step shrink factor")
+    lr: float = option(1e-3, "Adam's learning rate (Adam only)")
+    fvp_subsample: float = option(1.0, "fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)")
+    curvature: str = option("analytic", "TRPO's curvature (safemaml.engine.curvature)", choices=CURVATURES)
 
     def __post_init__(self) -> None:
         if self.name not in ("trpo", "adam"):
@@ -73,29 +84,33 @@ class MetaOptConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    hidden: tuple[int, ...] = (100, 100)
-    activation: str = "relu"
-    init_std: float = 1.0
-    min_std: float = 1e-6  # floor on the policy's standard deviation (the paper's code)
-    learn_std: bool = True  # false: hold the std at its initial value (the matched-std control of docs/results.md)
+    hidden: tuple[int, ...] = option((100, 100), "hidden layer sizes")
+    activation: str = option("relu", "hidden layers' activation")
+    init_std: float = option(1.0, "initial standard deviation of the actions")
+    min_std: float = option(1e-6, "floor on the policy's standard deviation (the paper's code)")
+    learn_std: bool = option(True, "false: hold the std at its initial value (the matched-std control of "
+                                   "docs/results.md)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run; the defaults are the paper's halfcheetah-vel setting."""
 
-    tasks: str = "halfcheetah-vel"
-    iterations: int = 500
-    seed: int = 0
-    device: str = "cpu"
-    meta_batch_size: int = 40  # tasks per meta-batch (K)
-    fast_batch_size: int = 20  # pre-update trajectories per task (n)
-    post_batch_size: int = 20  # post-update trajectories per task (m)
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    checkpoint_every: int = 10
-    clip_actions: bool = True  # clip actions to the action bounds before the environment (the paper's rewards)
-    init: str = ""  # start theta from this checkpoint (or run directory's last.pt) instead of a fresh policy
+    tasks: str = option("halfcheetah-vel", "task family, see `safemaml tasks`", metavar="FAMILY",
+                        default_text="halfcheetah-vel, or the --config's")
+    iterations: int = option(500, "meta-iterations in all", metavar="N")
+    seed: int = option(0, "seed of everything random")
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+    meta_batch_size: int = option(40, "tasks per meta-batch (K)", metavar="K")
+    fast_batch_size: int = option(20, "pre-update trajectories per task (n)", metavar="N")
+    post_batch_size: int = option(20, "post-update trajectories per task (m)", metavar="N")
+    gamma: float = option(0.99, "discount factor")
+    gae_lambda: float = option(1.0, "GAE's lambda")
+    checkpoint_every: int = option(10, "keep checkpoints/iter_N.pt every N iterations", metavar="N")
+    clip_actions: bool = option(True, "clip actions to the action bounds before the environment (the paper's "
+                                      "rewards)")
+    init: str = option("", "start from the policy of RUN (a run folder or checkpoint) instead of a fresh one",
+                       metavar="RUN")
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     meta: MetaOptConfig = field(default_factory=MetaOptConfig)
@@ -121,6 +136,62 @@ class TrainConfig:
     @property
     def objective_params(self) -> dict[str, Any]:
         return {k: v for k, v in self.objective.items() if k != "name"}
+
+
+DEFAULT_ROUNDS = 90  # from 89 rounds on, p_T = 0.97 passes (beta = 0.1, alpha1 = 0.05) w.p. >= 0.8; at 90: 0.87
+DEFAULT_SAMPLE = 40  # tasks drawn from p(T) when neither a sample size nor a grid is given
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What an evaluation measures (safemaml.runs.evaluate): which tasks, how many rounds and trajectories,
+    the seed, the tolerances of Eq. 6 and the device.
+
+    `safemaml evaluate`, `safemaml.evaluate`, compare and studies all pass one of these; summary.json's
+    `request` is its fields in this order, then the evaluation's version and the checkpoint's hash
+    (safemaml.runs.evaluate.request_record), and an evaluation is reused only for an equal record. None
+    means "not given": `resolved` fills it (evaluate: DEFAULT_ROUNDS and the run's objective's beta and
+    delta; a study: its own defaults, safemaml.studies.study.STUDY_EVALUATION).
+    """
+
+    grid: str | None = option(None, "evaluate on a grid of task parameters START..STOP (included) on every axis "
+                                    "instead of tasks drawn from p(T), or 'default' for the family's grid; "
+                                    "negative values work: --grid -0.5:0.5:0.25 (for figures: the certificate "
+                                    "then speaks of the grid, not of p(T))", metavar="START:STOP:STEP")
+    sample: int | None = option(None, "evaluate on N tasks drawn i.i.d. from the training distribution p(T)",
+                                metavar="N", default_text=f"{DEFAULT_SAMPLE}, unless a grid is given")
+    task_seed: int = option(0, "seed of the sample of tasks (another seed than compare's 0 tunes a study on "
+                               "other tasks than a comparison evaluates on)", metavar="S")
+    trajectories: int = option(20, "trajectories per task and round", metavar="N")
+    repeats: int | None = option(None, "independent rounds per task (R >= 29 can certify at beta = 0.1)",
+                                 metavar="R", default_text=f"{DEFAULT_ROUNDS}, so that p_T = 0.97 passes at "
+                                                           "beta = 0.1 with probability 0.87")
+    seed: int = option(0, "evaluation seed (the same for every run evaluated: common random numbers)")
+    beta: float | None = option(None, "per-task tolerance of Eq. 6 for V-hat and the certificate, in (0, 1)",
+                                default_text="the run's objective")
+    delta: float | None = option(None, "fraction of tasks allowed to violate, in (0, 1)",
+                                 default_text="the run's objective")
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+
+    def resolved(self, defaults: "EvalRequest") -> "EvalRequest":
+        """This request with every field left None taken from `defaults`."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        return dataclasses.replace(defaults, **given)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "EvalRequest":
+        """The request of a summary.json's `request` (its version and checkpoint hash left aside)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML reads it (0.1 -> float, true -> bool, [8, 8] -> list), else the text
+    itself (dual -> "dual"): what --set, --fix, --search and objective flags are given as."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 SECTIONS = {"policy": PolicyConfig, "adapt": AdaptConfig, "meta": MetaOptConfig}
