@@ -13,13 +13,14 @@ The `safemaml` command is a thin layer over these functions; everything it can d
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safemaml import config as config_io
-from safemaml.config import TrainConfig
+from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.runs.rundir import RunDir
 
@@ -104,20 +105,29 @@ def resume(run: str | Path, iterations: int | None = None, device: str | None = 
     return load_run(folder.path)
 
 
-def evaluate(run: str | Path, out: str | Path | None = None, *, grid: str | None = None, trajectories: int = 20,
-             repeats: int | None = None, seed: int = 0, beta: float | None = None, delta: float | None = None,
-             device: str = "cpu", sample: int | None = None, task_seed: int = 0) -> dict:
-    """Before/after returns of the run's last checkpoint on `sample` tasks drawn from p(T) (40 by
-    default) or a `grid`; writes RUN/eval (or `out`) and returns the summary (summary.json).
-    beta and delta default to the run's objective, repeats to evaluate.DEFAULT_ROUNDS."""
+def evaluate(run: str | Path, out: str | Path | None = None, request: EvalRequest | None = None,
+             **options: Any) -> dict:
+    """Before/after returns of the run's last checkpoint on tasks drawn from p(T) (40 by default) or a
+    grid; writes RUN/eval (or `out`) and returns the summary (summary.json).
+
+    `request`: an EvalRequest (safemaml.config), or its fields as keywords (`grid="default"`,
+    `trajectories=10`, `sample=40`, `task_seed`, `repeats`, `seed`, `beta`, `delta`, `device`); beta and
+    delta default to the run's objective, repeats to DEFAULT_ROUNDS."""
     from safemaml.runs.evaluate import evaluate_run
     from safemaml.engine.learner import torch_device
 
-    torch_device(device)
-    if seed < 0:
-        raise SafeMamlError(f"--seed must be >= 0, got {seed}")
-    return evaluate_run(Path(run), Path(out) if out else None, grid, trajectories, repeats, seed, beta, delta,
-                        device, sample, task_seed)
+    if request is not None and options:
+        raise SafeMamlError("give an EvalRequest or its fields as keywords, not both")
+    if request is None:
+        known = [f.name for f in dataclasses.fields(EvalRequest)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise SafeMamlError(f"unknown evaluation option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        request = EvalRequest(**options)
+    torch_device(request.device)
+    if request.seed < 0:
+        raise SafeMamlError(f"--seed must be >= 0, got {request.seed}")
+    return evaluate_run(Path(run), request, Path(out) if out else None)
 
 
 def _table(rows: list[dict]) -> Any:

@@ -7,6 +7,7 @@ from scipy import stats
 
 from helpers import tiny_config
 from safemaml.cli.main import main
+from safemaml.config import EvalRequest
 from safemaml.runs.compare import compare
 
 
@@ -17,7 +18,7 @@ def _task_gammas(path):
 
 def test_compare_trains_each_objective_and_tests_pairs(tmp_path):
     cfg = tiny_config(iterations=2, **{"objective.beta": 0.2, "objective.delta": 0.3})
-    rows = compare(cfg, ["maml", "cvar"], tmp_path, trajectories=4, repeats=3, quiet=True)
+    rows = compare(cfg, ["maml", "cvar"], tmp_path, EvalRequest(trajectories=4, repeats=3), quiet=True)
     assert [r["objective"] for r in rows] == ["maml", "cvar"]
     with (tmp_path / "comparison.csv").open() as f:
         table = list(csv.DictReader(f))

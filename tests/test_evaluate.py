@@ -161,6 +161,16 @@ def test_grid_summary_says_it_is_a_grid(run, tmp_path, capsys):
     assert "not Pr_T" in summary["bound_scope"]
     assert (summary["beta"], summary["delta"]) == (0.25, 0.4)  # the command line wins over the run's objective
     assert "certified            no" in printed
+    # the printed summary: these keys in this order (as before the metric schema), each with summary.json's value
+    keys = ["pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate", "action_std",
+            "min_passing_p", "certified_fraction", "certified"]
+    lines = [line.split() for line in printed.splitlines() if line.startswith("  ")]
+    assert [line[0] for line in lines] == keys
+    for key, (_, value) in zip(keys, lines, strict=True):
+        expected = summary[key]
+        text = ("yes" if expected else "no") if isinstance(expected, bool) else (
+            "n/a" if expected is None else format(expected, " .4g").strip())
+        assert value == text, key
 
 
 def test_without_matplotlib_the_numbers_are_written_and_the_figure_is_said_missing(run, evaluated, tmp_path):
@@ -227,32 +237,35 @@ def test_grid_is_a_cartesian_product_for_two_parameter_families():
 
 
 def test_reuse_returns_the_earlier_evaluation_only_for_the_same_checkpoint_and_request(tmp_path):
+    from dataclasses import replace
+
+    from safemaml.config import EvalRequest
     from safemaml.runs.evaluate import evaluate_run
 
     path = tmp_path / "run"
     train(tiny_config(iterations=1), path, quiet=True)
-    request = {"sample": 3, "trajectories": 2, "repeats": 2}
-    first = evaluate_run(path, reuse=True, **request)
+    request = EvalRequest(sample=3, trajectories=2, repeats=2)
+    first = evaluate_run(path, request, reuse=True)
     stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
-    assert evaluate_run(path, reuse=True, **request) == first
+    assert evaluate_run(path, request, reuse=True) == first
     assert (path / "eval" / "returns.csv").stat().st_mtime_ns == stamp  # not evaluated again
-    assert evaluate_run(path, reuse=True, **request | {"repeats": 3})["repeats"] == 3  # another request
-    evaluate_run(path, reuse=True, **request)
+    assert evaluate_run(path, replace(request, repeats=3), reuse=True)["repeats"] == 3  # another request
+    evaluate_run(path, request, reuse=True)
     stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
     other = tmp_path / "other"  # another checkpoint of the same iteration, copied over last.pt
     train(tiny_config(iterations=1, seed=5), other, quiet=True)
     own = (path / "last.pt").read_bytes()
     (path / "last.pt").write_bytes((other / "last.pt").read_bytes())
-    evaluate_run(path, reuse=True, **request)
+    evaluate_run(path, request, reuse=True)
     assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
     (path / "last.pt").write_bytes(own)  # back to its own
-    evaluate_run(path, reuse=True, **request)
+    evaluate_run(path, request, reuse=True)
     stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
     train(tiny_config(iterations=2), path, resume=True, quiet=True)
-    assert evaluate_run(path, reuse=True, **request)["iteration"] == 2  # a newer checkpoint
+    assert evaluate_run(path, request, reuse=True)["iteration"] == 2  # a newer checkpoint
     assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
     stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
-    evaluate_run(path, **request)  # without reuse: always evaluated
+    evaluate_run(path, request)  # without reuse: always evaluated
     assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
 
 

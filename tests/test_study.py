@@ -281,12 +281,13 @@ def test_a_continued_seeded_study_does_not_propose_its_first_trials_again(tmp_pa
 def _eta_margin_space():
     """A cvar-like search space (eta log-uniform, margin uniform) and study settings over it."""
     from optuna.distributions import FloatDistribution
-    from safemaml.studies.study import Evaluation, StudySettings
+    from safemaml.config import EvalRequest
+    from safemaml.studies.study import StudySettings
 
     space = {"eta": FloatDistribution(0.01, 10.0, log=True), "margin": FloatDistribution(0.0, 1.0)}
     settings = StudySettings(config={}, space={k: optuna.distributions.distribution_to_json(d)
                                                for k, d in space.items()},
-                             seeds=(100,), evaluation=Evaluation(sample=4))
+                             seeds=(100,), evaluation=EvalRequest(sample=4))
     return space, settings
 
 

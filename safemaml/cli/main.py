@@ -15,9 +15,11 @@ import signal
 import sys
 import threading
 import time
+from functools import cache
 from pathlib import Path
 from typing import Callable, Sequence
 
+from safemaml.cli import options
 from safemaml.errors import SafeMamlError
 
 
@@ -50,43 +52,44 @@ def _q(path: Path | str) -> str:
 
 # ---- train -------------------------------------------------------------------------------
 
-# flag -> dotted config key; None values are not overrides
-TRAIN_FLAGS = {"tasks": "tasks", "iterations": "iterations", "seed": "seed", "device": "device",
-               "meta_batch_size": "meta_batch_size", "fast_batch_size": "fast_batch_size",
-               "post_batch_size": "post_batch_size", "fast_lr": "adapt.fast_lr", "first_order": "adapt.first_order",
-               "meta_optimizer": "meta.name", "max_kl": "meta.max_kl", "objective": "objective.name",
-               "beta": "objective.beta", "delta": "objective.delta", "checkpoint_every": "checkpoint_every", "init": "init"}
+# the training settings that train and compare take as flags (the rest through --set); each flag's type,
+# default and help come from its field in safemaml.config
+SHARED_TRAIN_KEYS = ("tasks", "iterations", "seed", "objective.beta", "objective.delta")
+TRAIN_KEYS = (*SHARED_TRAIN_KEYS, "objective.name", "device", "meta_batch_size", "fast_batch_size",
+              "post_batch_size", "adapt.fast_lr", "adapt.first_order", "meta.name", "meta.max_kl", "checkpoint_every",
+              "init")
+COMPARE_TRAIN_KEYS = (*SHARED_TRAIN_KEYS, "init")
+EVALUATE_FIELDS = ("sample", "task_seed", "grid", "trajectories", "repeats", "seed", "beta", "delta", "device")
 
 
-def _parse_value(text: str):
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+@cache
+def train_options() -> list[options.Option]:
+    return options.train_options(*TRAIN_KEYS)
 
 
-def _set_items(items: list[str] | None) -> dict:
-    settings = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SafeMamlError(f"--set expects KEY=VALUE such as adapt.fast_lr=0.05, got {item!r}")
-        settings[key.strip()] = _parse_value(value.strip())
-    return settings
+@cache
+def evaluate_options() -> list[options.Option]:
+    return options.eval_options(*EVALUATE_FIELDS)
+
+
+@cache
+def compare_eval_options() -> list[options.Option]:
+    """compare's evaluation flags; beta and delta are the objective's (--beta, --delta), the tasks p(T)'s."""
+    return options.eval_options("trajectories", "repeats", "seed", flags={"seed": "eval-seed"})
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    settings = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
-                if getattr(args, flag, None) is not None}
+    """The dotted settings of the train flags given, the objective's flags, then --set."""
+    settings = options.given(args, train_options())
     settings.update(args.objective_flags)
-    settings.update(_set_items(args.set))
+    settings.update(options.set_items(args.set))
     return settings
 
 
 def _extra_flags(extra: list[str]) -> dict[str, object]:
     """`--name value` pairs left over by argparse: candidates for the objective's parameters."""
+    from safemaml.config import parse_value
+
     settings, i = {}, 0
     while i < len(extra):
         flag = extra[i]
@@ -97,7 +100,7 @@ def _extra_flags(extra: list[str]) -> dict[str, object]:
             if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
                 raise SafeMamlError(f"{flag} expects a value")
             value, i = extra[i + 1], i + 1
-        settings[name] = _parse_value(value)
+        settings[name] = parse_value(value)
         i += 1
     return settings
 
@@ -131,9 +134,8 @@ def _objective_flags(extra: dict[str, object], objective: str, parser: argparse.
 def _train_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
     from safemaml import api
 
-    base_settings = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
-                     if getattr(args, flag, None) is not None and flag != "tasks"}
-    base_settings.update(_set_items(args.set))
+    base_settings = {k: v for k, v in options.given(args, train_options()).items() if k != "tasks"}
+    base_settings.update(options.set_items(args.set))
     objective = base_settings.get("objective.name") or api.resolve_config(args.config, tasks=args.tasks).objective_name
     args.objective_flags = _objective_flags(args.extra, str(objective), parser)
     return api.resolve_config(args.config, _overrides(args), tasks=args.tasks)
@@ -150,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.print_config or args.config or args.out or args.extra or args.set or any(
-                getattr(args, f) is not None for f in TRAIN_FLAGS if f not in ("iterations", "device")):
+                key not in ("iterations", "device") for key in options.given(args, train_options())):
             raise SafeMamlError("--resume accepts only --iterations, --device, --tensorboard and --quiet; "
                                 "the rest comes from the run")
         api.resume(args.resume, args.iterations, args.device, quiet=args.quiet, tensorboard=args.tensorboard)
@@ -182,19 +184,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     to the run's objective.
     """
     from safemaml import api
+    from safemaml.measure import schema
 
-    summary = api.evaluate(args.run, args.out, grid=args.grid, trajectories=args.trajectories,
-                           repeats=args.repeats, seed=args.seed, beta=args.beta, delta=args.delta, device=args.device,
-                           sample=args.sample, task_seed=args.task_seed)
+    request = options.eval_request(args, evaluate_options())
+    summary = api.evaluate(args.run, args.out, request)
     out = Path(args.out) if args.out else Path(args.run) / "eval"
-    print(f"{summary['tasks']} tasks ({summary['task_set']}) x {summary['repeats']} rounds x {args.trajectories} "
+    print(f"{summary['tasks']} tasks ({summary['task_set']}) x {summary['repeats']} rounds x {request.trajectories} "
           f"trajectories, after {summary['iteration']} meta-iterations; beta = {summary['beta']:g}, "
           f"delta = {summary['delta']:g}")
-    for key in ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
-                "action_std", "min_passing_p", "certified_fraction"):
+    measured = [m for m in schema.EVALUATION if m not in schema.CERTIFICATE]
+    for key in (*measured, *schema.CERTIFICATE):  # the certificate last: the test's power, the bound, the verdict
         value = summary[key]
-        print(f"  {key:20s} {'n/a' if value is None else format(value, ' .4g')}")
-    print(f"  {'certified':20s} {'yes' if summary['certified'] else 'no'}")
+        if isinstance(value, bool):
+            print(f"  {key:20s} {'yes' if value else 'no'}")
+        else:
+            print(f"  {key:20s} {'n/a' if value is None else format(value, ' .4g')}")
     figure = "figure.png" if summary.get("figure") else "no figure.png (matplotlib is not installed)"
     print(f"written: {out}/returns.csv, tasks.csv, summary.json, {figure}")
     return 0
@@ -232,7 +236,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from safemaml.tasks import get_family
 
         parse_grid(args.band, get_family(cfg.tasks), flag="--band")  # a bad band is refused before any training
-    rows = compare(cfg, arms, Path(args.out), args.trajectories, args.repeats, args.eval_seed, args.quiet,
+    rows = compare(cfg, arms, Path(args.out), options.eval_request(args, compare_eval_options()), args.quiet,
                    seeds=args.seeds, band=args.band)
     print((Path(args.out) / "comparison.md").read_text(), end="")
     return 0 if rows else 1
@@ -335,43 +339,13 @@ def _command(sub, name: str, func: Callable, **kwargs) -> argparse.ArgumentParse
     return p
 
 
-def _train_options(p: argparse.ArgumentParser) -> None:
-    preset = " (default: the preset's)"
-    p.add_argument("--config", metavar="FILE.toml",
-                   help="start from this TOML config instead of the family's preset (`preset = \"NAME\"` in it "
-                        "starts from a preset)")
-    p.add_argument("--tasks", metavar="FAMILY", help="task family, see `safemaml tasks` (default: halfcheetah-vel, "
-                                                     "or the --config's)")
-    p.add_argument("--iterations", type=int, metavar="N", help="meta-iterations in all" + preset)
-    p.add_argument("--seed", type=int, help="seed of everything random" + preset)
-    p.add_argument("--beta", type=float, help="per-task tolerance of Eq. 6, in (0, 1) (default: 0.1)")
-    p.add_argument("--delta", type=float, help="fraction of tasks allowed to violate, in (0, 1) (default: 0.1)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any config value, e.g. --set adapt.fast_lr=0.05 (repeatable; --print-config lists keys)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="safemaml", description="Measure and reduce negative adaptation in MAML for RL.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True, metavar="COMMAND")
 
     p = _command(sub, "train", cmd_train)
-    _train_options(p)
-    p.add_argument("--objective", metavar="NAME", help="meta-objective: maml, lagrangian, cvar, quantile, ... "
-                                                      "(see `safemaml objectives`)" + " (default: the preset's)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--meta-batch-size", type=int, metavar="K", help="tasks per meta-batch (default: the preset's)")
-    p.add_argument("--fast-batch-size", type=int, metavar="N",
-                   help="pre-update trajectories per task (default: the preset's)")
-    p.add_argument("--post-batch-size", type=int, metavar="N",
-                   help="post-update trajectories per task (default: the preset's)")
-    p.add_argument("--fast-lr", type=float, metavar="ALPHA", help="inner step size (default: the preset's)")
-    p.add_argument("--first-order", action="store_const", const=True,
-                   help="first-order meta-gradient (default: second order)")
-    p.add_argument("--meta-optimizer", choices=["trpo", "adam"], help="outer optimiser (default: trpo)")
-    p.add_argument("--max-kl", type=float, help="TRPO trust region (default: 0.01)")
-    p.add_argument("--checkpoint-every", type=int, metavar="N",
-                   help="keep checkpoints/iter_N.pt every N iterations (default: the preset's)")
-    p.add_argument("--init", metavar="RUN", help="start from the policy of RUN (a run folder or checkpoint)")
+    options.add_config_options(p)
+    options.add_options(p, train_options(), unset=True)
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/FAMILY-OBJECTIVE-seedS)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint "
                                                    "(with --iterations: to that many in all)")
@@ -385,23 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "evaluate", cmd_evaluate)
     p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--sample", type=int, metavar="N",
-                   help="evaluate on N tasks drawn i.i.d. from the training distribution p(T) (default: 40, "
-                        "unless --grid is given)")
-    p.add_argument("--task-seed", type=int, default=0, help="seed of the --sample draw")
-    p.add_argument("--grid", metavar="START:STOP:STEP",
-                   help="task parameters START..STOP (included), or 'default' for the family's grid; negative "
-                        "values work: --grid -0.5:0.5:0.25 (for figures: the certificate then speaks of the grid, "
-                        "not of p(T))")
-    p.add_argument("--trajectories", type=int, default=20, metavar="N", help="trajectories per task and round")
-    p.add_argument("--repeats", type=int, metavar="R",
-                   help="independent rounds per task (default: 90, so that p_T = 0.97 passes at beta = 0.1 with "
-                        "probability 0.87)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
-    p.add_argument("--beta", type=float, help="per-task tolerance for V-hat and the certificate "
-                                              "(default: the run's objective)")
-    p.add_argument("--delta", type=float, help="fraction of tasks allowed to violate (default: the run's objective)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    options.add_options(p, evaluate_options())
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval)")
 
     p = _command(sub, "compare", cmd_compare)
@@ -411,21 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", metavar="FILE",
                    help="instead of --objectives: a TOML file of arms, [arms.NAME] tables of the settings each "
                         "changes (tuned parameters, controls); the first is the reference")
-    _train_options(p)
+    options.add_config_options(p)
+    options.add_options(p, options.train_options(*COMPARE_TRAIN_KEYS), unset=True)
     p.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help="train every objective on each seed: per-seed rows and a test paired over seeds")
-    p.add_argument("--init", metavar="RUN", help="start every objective from the policy of RUN")
-    p.add_argument("--trajectories", type=int, default=20, metavar="N", help="evaluation trajectories per task")
-    p.add_argument("--repeats", type=int, metavar="R",
-                   help="independent evaluation rounds per task (default: evaluate's 90, enough power to certify)")
-    p.add_argument("--eval-seed", type=int, default=0, help="evaluation seed (the same for every objective)")
+    options.add_options(p, compare_eval_options())
     p.add_argument("--band", metavar="START:STOP:STEP",
                    help="also evaluate every run on this grid (e.g. where the paper saw negative adaptation): "
                         "RUN/eval-band and a second set of tables")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for OBJECTIVE/ runs and comparison.md")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(**{k: None for k in TRAIN_FLAGS if k not in ("tasks", "iterations", "seed", "beta", "delta",
-                                                                "init")})
 
     p = _command(sub, "report", cmd_report)
     p.add_argument("run", metavar="RUN", help="run folder")

@@ -6,14 +6,40 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from functools import cache
 from pathlib import Path
 
+from safemaml.cli import options
 from safemaml.errors import SafeMamlError
+from safemaml.studies.settings import DEFAULT_SEEDS, STUDY_EVALUATION, StudySettings
 
-# settings flags: given on a continued study, they must agree with the stored settings
-SETTING_FLAGS = ("config", "tasks", "iterations", "seed", "set", "init", "objective", "seeds", "search", "fix",
-                 "grid", "sample", "task_seed", "trajectories", "repeats", "eval_seed", "eval_beta", "eval_delta", "metric", "prune_every")
+TRAIN_KEYS = ("tasks", "iterations", "seed", "init")  # overrides of the base config, as for train
+
+
+@cache
+def _train_options() -> list[options.Option]:
+    return options.train_options(*TRAIN_KEYS)
+
+
+@cache
+def _eval_options() -> list[options.Option]:
+    """The evaluation of every run; beta and delta are the target every trial is measured at (not its objective's)."""
+    return options.eval_options("sample", "task_seed", "grid", "trajectories", "repeats", "seed", "beta", "delta",
+                                flags={"seed": "eval-seed", "beta": "eval-beta", "delta": "eval-delta"},
+                                defaults=STUDY_EVALUATION)
+
+
+@cache
+def _study_options() -> list[options.Option]:
+    return [options.field_option(StudySettings, name) for name in ("metric", "prune_every")]
+
+
+def setting_flags() -> tuple[str, ...]:
+    """The settings flags (their dests): given on a continued study, they must agree with the stored settings."""
+    own = [o.dest for o in (*_train_options(), *_eval_options(), *_study_options())]
+    return ("config", "set", "objective", "seeds", "search", "fix", *own)
 
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
@@ -34,34 +60,19 @@ def add_parser(sub) -> None:
     p = actions.add_parser("run", help=about, description=about)
     _storage_args(p)
     p.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
-    p.add_argument("--objective", help="meta-objective whose parameters are searched (default: the config's)")
-    p.add_argument("--seeds", type=int, help="training seeds per trial: the config's seed, +1, ... (default 3)")
+    options.add_options(p, options.train_options("objective.name"), unset=True)  # the objective searched
+    p.add_argument("--seeds", type=int, help=f"training seeds per trial: the config's seed, +1, ... (default: "
+                                             f"{DEFAULT_SEEDS})")
     p.add_argument("--search", action="append", metavar="NAME=RANGE",
                    help="narrow or widen the search: eta=0.1:10:log, margin=0:0.5, k=1:5:int, update=dual,pid")
     p.add_argument("--fix", action="append", metavar="NAME=VALUE", help="fix a parameter, e.g. beta=0.1")
     p.add_argument("--enqueue", action="append", metavar="NAME=VALUE[,...]",
                    help="queue a trial at this point of the search space before the sampler's (repeatable)")
-    p.add_argument("--metric", help="pareto (default: max post-update return, min V̂) or one of post_return, "
-                                    "violation_rate, mean_gamma, cvar_gamma (single objective, prunable)")
-    p.add_argument("--prune-every", type=int, help="single metric: report every K iterations, MedianPruner")
-    p.add_argument("--config", metavar="FILE.toml", help="base config, as for train (default: the family's preset)")
-    p.add_argument("--tasks", metavar="FAMILY", help="task family, as for train (default: halfcheetah-vel)")
-    p.add_argument("--iterations", type=int, metavar="N", help="meta-iterations per run (default: the preset's)")
-    p.add_argument("--seed", type=int, help="first training seed")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, as for train")
-    p.add_argument("--init", metavar="RUN", help="fine-tuning study: every run starts from the policy of RUN")
-    p.add_argument("--device", default="cpu", help="this worker's torch device")
-    p.add_argument("--sample", type=int, metavar="N",
-                   help="evaluate on N tasks drawn from p(T), the same for every trial (default: 40)")
-    p.add_argument("--task-seed", type=int, metavar="S",
-                   help="seed of the --sample draw (default 0, compare's): another seed tunes on other tasks than "
-                        "the comparison evaluates on")
-    p.add_argument("--grid", help="evaluate on a grid START:STOP:STEP instead of tasks drawn from p(T)")
-    p.add_argument("--trajectories", type=int, help="evaluation trajectories per round (default 20)")
-    p.add_argument("--repeats", type=int, help="evaluation rounds (default 1; >= 29 to certify beta = 0.1)")
-    p.add_argument("--eval-seed", type=int, help="evaluation seed, the same for every trial (default 0)")
-    p.add_argument("--eval-beta", type=float, help="beta of Eq. 6 that every trial is measured at (default 0.1)")
-    p.add_argument("--eval-delta", type=float, help="delta of Eq. 6 (default 0.1)")
+    options.add_options(p, _study_options(), unset=True)
+    options.add_config_options(p)
+    options.add_options(p, _train_options(), unset=True)
+    options.add_options(p, options.train_options("device"))  # this worker's device, not a setting of the study
+    options.add_options(p, _eval_options(), unset=True)
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a worker's heartbeats")
     p.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a trial is "
                                                           "failed and retried (<= 60)")
@@ -76,32 +87,19 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_study_show)
 
 
-def _settings_from_args(args: argparse.Namespace):
-    """The study's settings from the flags, through train's own config resolution (api.resolve_config,
-    cli._overrides). The device is left out: it belongs to each worker, not to the study."""
+def _settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """The study's settings from the flags, through train's own config resolution (api.resolve_config with
+    the flags' overrides). The device is left out: it belongs to each worker, not to the study."""
     from safemaml import api
-    from safemaml.cli import main as cli
-    from safemaml.studies.study import Evaluation, make_settings
+    from safemaml.studies.study import make_settings
 
-    flags = argparse.Namespace(**{flag: None for flag in cli.TRAIN_FLAGS})
-    for flag in ("config", "tasks", "iterations", "seed", "set", "init"):
-        setattr(flags, flag, getattr(args, flag))
-    flags.objective_flags = {}
-    tasks = flags.tasks
-    flags.tasks = None  # resolve_config applies it after choosing the family's preset
-    base = api.resolve_config(args.config, cli._overrides(flags), tasks=tasks)
+    settings = {k: v for k, v in options.overrides(args, _train_options()).items() if k != "tasks"}
+    base = api.resolve_config(args.config, settings, tasks=args.tasks)  # tasks: the family's preset first
     objective = args.objective or base.objective_name
-    evaluation = Evaluation(grid=args.grid, sample=args.sample, task_seed=_or(args.task_seed, 0),
-                            trajectories=_or(args.trajectories, 20),
-                            repeats=_or(args.repeats, 1),
-                            seed=_or(args.eval_seed, 0), beta=_or(args.eval_beta, 0.1),
-                            delta=_or(args.eval_delta, 0.1))
-    return make_settings(base, objective, args.search or [], args.fix or [], _or(args.seeds, 3), evaluation,
-                         args.metric or "pareto", _or(args.prune_every, 0))
-
-
-def _or(value, default):
-    return default if value is None else value
+    evaluation = dataclasses.replace(STUDY_EVALUATION, **options.given(args, _eval_options()))
+    return make_settings(base, objective, args.search or [], args.fix or [],
+                         DEFAULT_SEEDS if args.seeds is None else args.seeds, evaluation,
+                         **options.given(args, _study_options()))
 
 
 def _open(args: argparse.Namespace, heartbeat: int = 10, grace: int = 30):
@@ -123,7 +121,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
-    given = any(getattr(args, f) is not None for f in SETTING_FLAGS)
+    given = any(getattr(args, f) is not None for f in setting_flags())
     settings = _settings_from_args(args) if given else None  # None: continue with the stored settings
     from safemaml.engine.learner import torch_device
 

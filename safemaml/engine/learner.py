@@ -25,15 +25,14 @@ from safemaml.engine.fisher import supports
 from safemaml.engine.metaopt import MetaOptimizer
 from safemaml.engine.objective import Objective
 from safemaml.engine.metastep import MetaData, inner_loop, meta_loss
+from safemaml.measure import schema
 from safemaml.measure.metrics import summarize
 from safemaml.engine.policy import Params, PolicySpec, action_std, mean_action
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler
 from safemaml.tasks import get_family
 
-METRIC_FIELDS = ["iteration", "pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative",
-                 "violation_rate", "certified_fraction", "action_std", "loss_before", "loss_after", "kl",
-                 "grad_norm", "ls_steps", "accepted", "time_sampling", "time_adapt", "time_optimize"]
+METRIC_FIELDS = list(schema.TRAINING_COLUMNS)  # metrics.csv's leading columns (safemaml.measure.schema)
 
 
 def derive_seed(*parts: int) -> int:

@@ -22,48 +22,32 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from safemaml import config as config_io
-from safemaml.config import TrainConfig
+from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
+from safemaml.measure import schema
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon, task_gammas  # noqa: F401  (re-exported)
 from safemaml.runs.evaluate import evaluate_run
-from safemaml.runs.rundir import RunDir
-from safemaml.runs.train import train
+from safemaml.runs.train import train_or_resume
 
-METRICS = ["pre_return", "post_return", "mean_gamma", "cvar_gamma", "frac_negative", "violation_rate",
-           "certified_fraction", "certified", "action_std", "min_passing_p"]
+METRICS = list(schema.EVALUATION)  # the metrics of each run's evaluation, in the tables' order
 COLUMNS = ["objective", "seed", *METRICS[:3], "mean_gamma_ci", *METRICS[3:], "task_wilcoxon_p"]
 # the endpoints compared over seeds: the violation rate and the share of tasks with mean Gamma > 0 (the effect),
 # mean Gamma, the post-update return (its cost), the pre-update return (sandbagging), the action std (a confound)
-SEED_TESTED = {"violation_rate": "V̂", "frac_negative": "tasks Γ>0", "mean_gamma": "mean Γ", "post_return": "post",
-               "pre_return": "pre", "action_std": "action std"}  # metric -> its column in comparison.md
+SEED_TESTED = {m: schema.METRICS[m].label  # metric -> its column in comparison.md
+               for m in ("violation_rate", "frac_negative", "mean_gamma", "post_return", "pre_return", "action_std")}
 OBJECTIVE_COLUMNS = ["objective", "seeds", *[f"{m}_mean" for m in METRICS],
                      *[f"{key}_{m}" for m in SEED_TESTED for key in ("diff", "diff_lo", "diff_hi", "seed_wilcoxon_p")]]
 
 
-def _check_same_settings(run: Path, cfg: TrainConfig) -> None:
-    """A run found in OUT is continued only if it was made with these settings (iterations aside)."""
-    saved = config_io.to_dict(RunDir(run).read_config())
-    wanted = config_io.to_dict(cfg)
-    saved.pop("iterations"), wanted.pop("iterations")
-    if saved != wanted:
-        raise SafeMamlError(f"{run} holds a run made with other settings; choose another --out")
-
-
-def _train(cfg: TrainConfig, run: Path, quiet: bool) -> None:
-    done = RunDir(run).has_checkpoint()
-    if done:
-        _check_same_settings(run, cfg)
-    train(cfg, run, resume=done, quiet=quiet)
-
-
-def _evaluate(run: Path, out: Path, eval_kwargs: dict) -> dict:
-    summary = evaluate_run(run, out=out, reuse=True, **eval_kwargs)
+def _evaluate(run: Path, out: Path, request: EvalRequest) -> dict:
+    summary = evaluate_run(run, request, out, reuse=True)
     return {k: summary[k] for k in METRICS if k in summary} | {
         "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
 
@@ -113,35 +97,37 @@ def arm_configs(cfg: TrainConfig, arms: dict[str, dict[str, Any]]) -> dict[str, 
     return configs
 
 
-def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]], out: Path, trajectories: int = 20,
-            repeats: int | None = None, eval_seed: int = 0, quiet: bool = False,
-            seeds: list[int] | None = None, band: str | None = None) -> list[dict]:
+def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]], out: Path,
+            evaluation: EvalRequest | None = None, quiet: bool = False, seeds: list[int] | None = None,
+            band: str | None = None) -> list[dict]:
     """Train and evaluate every arm on every seed; write comparison.csv (one row per run),
     comparison_objectives.csv (one row per arm), comparison.md and comparison.png (each endpoint per seed
     and arm) under `out`.
 
     `objectives`: names of objectives (each an arm with the base config), or arms as {name: {setting: value}}
     (an objective with tuned parameters, a control such as a fixed std); the first is the reference.
+    `evaluation`: how every run is evaluated (default: EvalRequest(), tasks drawn from p(T)); beta and delta
+    left None are the base config's objective's (0.1 where it sets none), the same for every arm.
     `band` (START:STOP:STEP): also evaluate every run on that grid, into comparison-band.csv,
     comparison_objectives-band.csv and a second part of comparison.md. Returns the p(T) rows.
     """
     arms = objectives if isinstance(objectives, dict) else {n: {"objective.name": n} for n in objectives}
     configs = arm_configs(cfg, arms)
     objectives = list(arms)
-    beta = float(cfg.objective.get("beta", 0.1))
-    delta = float(cfg.objective.get("delta", 0.1))
+    request = (evaluation or EvalRequest()).resolved(EvalRequest(beta=float(cfg.objective.get("beta", 0.1)),
+                                                                 delta=float(cfg.objective.get("delta", 0.1))))
+    beta, delta = request.beta, request.delta
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise SafeMamlError(f"--seeds must be distinct, got {seeds}")
-    eval_kwargs = {"trajectories": trajectories, "repeats": repeats, "seed": eval_seed, "beta": beta, "delta": delta}
-    task_sets = {"": ("eval", {})} | ({"-band": ("eval-band", {"grid_text": band})} if band else {})
+    task_sets = {"": ("eval", request)} | ({"-band": ("eval-band", replace(request, grid=band))} if band else {})
     rows: dict[str, list[dict]] = {suffix: [] for suffix in task_sets}
     gammas: dict[tuple, np.ndarray] = {}
     for seed in seeds if seeds is not None else [cfg.seed]:
         for name in objectives:
             run = out / name if seeds is None else out / name / f"seed-{seed}"
-            _train(config_io.override(configs[name], {"seed": seed}), run, quiet)
-            for suffix, (folder, task_kwargs) in task_sets.items():
-                row = {"objective": name, "seed": seed, **_evaluate(run, run / folder, eval_kwargs | task_kwargs)}
+            train_or_resume(config_io.override(configs[name], {"seed": seed}), run, quiet)
+            for suffix, (folder, task_request) in task_sets.items():
+                row = {"objective": name, "seed": seed, **_evaluate(run, run / folder, task_request)}
                 gammas[suffix, name, seed] = task_gammas(run / folder)
                 row["task_wilcoxon_p"] = (float("nan") if name == objectives[0] else paired_wilcoxon(
                     gammas[suffix, name, seed], gammas[suffix, objectives[0], seed]))

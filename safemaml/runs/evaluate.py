@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from safemaml.config import DEFAULT_ROUNDS, DEFAULT_SAMPLE, EvalRequest
 from safemaml.errors import SafeMamlError
 from safemaml.engine.metastep import InnerLoop, inner_loop
 from safemaml.measure.metrics import per_task_rounds, summarize
@@ -61,8 +63,6 @@ def parse_grid(text: str, family: TaskFamily, flag: str = "--grid") -> np.ndarra
 # bump when a change to sampling, the statistics or the files changes what an evaluation writes: an evaluation
 # made by another version is then not reused (evaluate_run's `reuse`)
 EVAL_VERSION = 1
-DEFAULT_ROUNDS = 90  # from 89 rounds on, p_T = 0.97 passes (beta = 0.1, alpha1 = 0.05) w.p. >= 0.8; at 90: 0.87
-DEFAULT_SAMPLE = 40  # tasks drawn from p(T) when neither --sample nor --grid is given
 
 
 def choose_tasks(family: TaskFamily, grid_text: str | None, sample: int | None,
@@ -185,75 +185,78 @@ def write_tasks_csv(path: Path, family: TaskFamily, tasks: np.ndarray, pre: np.n
                         int(per_task["passes"][g])])
 
 
-def evaluate_run(run: Path, out: Path | None = None, grid_text: str | None = None, trajectories: int = 20,
-                 repeats: int | None = None, seed: int = 0, beta: float | None = None,
-                 delta: float | None = None, device: str = "cpu", sample: int | None = None,
-                 task_seed: int = 0, reuse: bool = False) -> dict:
+def request_record(request: EvalRequest, checkpoint_sha256: str) -> dict:
+    """summary.json's `request`: the resolved request's fields in their order, the evaluation's version and the
+    checkpoint's hash. An earlier evaluation is reused only for an equal record, so its keys, their order and
+    its values stay as they are (the evaluations already on disk are recognised by them)."""
+    return {**dataclasses.asdict(request), "version": EVAL_VERSION, "checkpoint_sha256": checkpoint_sha256}
+
+
+def evaluate_run(run: Path, request: EvalRequest | None = None, out: Path | None = None, *,
+                 reuse: bool = False) -> dict:
     """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png (the
     figure only where matplotlib is installed; the summary's `figure` is null otherwise).
 
-    beta and delta default to the run's objective, repeats to DEFAULT_ROUNDS. The certificate
-    needs repeats >= 29 rounds to certify anything at beta = 0.1; `min_passing_p` in the summary
-    states its power (the smallest p_T that passes with probability >= 0.8).
+    `request` (default: EvalRequest()): beta and delta left None are the run's objective's, repeats
+    DEFAULT_ROUNDS. The certificate needs repeats >= 29 rounds to certify anything at beta = 0.1;
+    `min_passing_p` in the summary states its power (the smallest p_T that passes with probability >= 0.8).
     Writing into the run folder takes its lock; the output folder is replaced only when complete.
     `reuse`: return the summary already in `out` instead when it was made from this checkpoint (the same
     last.pt bytes) with the same request and EVAL_VERSION (a resumed comparison does not evaluate its
     finished runs again).
     """
-    repeats = DEFAULT_ROUNDS if repeats is None else repeats
-    if trajectories < 1 or repeats < 1:
+    request = request or EvalRequest()
+    if request.trajectories < 1 or (request.repeats is not None and request.repeats < 1):
         raise SafeMamlError("--trajectories and --repeats must be >= 1")
     folder = RunDir(run)
     cfg = folder.read_config()
     run_beta, run_delta = objective_risk_levels(cfg)
-    beta, delta = (run_beta if beta is None else beta), (run_delta if delta is None else delta)
-    for name, value in (("beta", beta), ("delta", delta)):
+    request = request.resolved(EvalRequest(repeats=DEFAULT_ROUNDS, beta=run_beta, delta=run_delta))
+    for name, value in (("beta", request.beta), ("delta", request.delta)):
         if not 0 < value < 1:
             raise SafeMamlError(f"{name} must be in (0, 1), got {value}")
     family = get_family(cfg.tasks)
-    tasks, task_set = choose_tasks(family, grid_text, sample, task_seed)
+    tasks, task_set = choose_tasks(family, request.grid, request.sample, request.task_seed)
     if not folder.has_checkpoint():
         raise SafeMamlError(f"{run} has no finished iteration to evaluate (no last.pt)")
     ckpt = load_checkpoint(folder.last_path)
     check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
     out = Path(out) if out else run / "eval"
-    request = {"grid": grid_text, "sample": sample, "task_seed": task_seed, "trajectories": trajectories,
-               "repeats": repeats, "seed": seed, "beta": beta, "delta": delta, "device": device,
-               "version": EVAL_VERSION, "checkpoint_sha256": hashlib.sha256(folder.last_path.read_bytes()).hexdigest()}
-    if reuse and (earlier := _earlier_summary(out, request)) is not None:
+    record = request_record(request, hashlib.sha256(folder.last_path.read_bytes()).hexdigest())
+    if reuse and (earlier := _earlier_summary(out, record)) is not None:
         return earlier
-    params = {k: v.to(device) for k, v in ckpt["params"].items()}
+    params = {k: v.to(request.device) for k, v in ckpt["params"].items()}
     inside = out.resolve().is_relative_to(run.resolve())
     progress = out.with_name(out.name + ".rounds.npz")  # the finished rounds, until the folder is complete
     with folder.lock() if inside else contextlib.nullcontext(), replaced_folder(out) as tmp:
-        pre, held, post = sample_before_after(family, cfg, params, tasks, trajectories, repeats, seed,
-                                              torch.device(device), progress, json.dumps(request, sort_keys=True))
-        summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, trajectories, repeats, beta, delta,
-                         request)
+        pre, held, post = sample_before_after(family, cfg, params, tasks, request.trajectories, request.repeats,
+                                              request.seed, torch.device(request.device), progress,
+                                              json.dumps(record, sort_keys=True))
+        summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, request, record)
     progress.unlink(missing_ok=True)
     return summary
 
 
-def _earlier_summary(out: Path, request: dict) -> dict | None:
-    """The summary in `out` if it answers `request` (which names the checkpoint by its hash), else None."""
+def _earlier_summary(out: Path, record: dict) -> dict | None:
+    """The summary in `out` if it answers `record` (which names the checkpoint by its hash), else None."""
     try:
         summary = json.loads((out / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    return summary if summary.get("request") == request and (out / "tasks.csv").is_file() else None
+    return summary if summary.get("request") == record and (out / "tasks.csv").is_file() else None
 
 
 def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,
-           post: np.ndarray, ckpt: dict, trajectories: int, repeats: int, beta: float, delta: float,
-           request: dict) -> dict:
+           post: np.ndarray, ckpt: dict, request: EvalRequest, record: dict) -> dict:
     draw = _figure_drawer()
     write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
+    beta, delta = request.beta, request.delta
     write_tasks_csv(out / "tasks.csv", family, tasks, pre, post, per_task_rounds(held, post[:, :, 0], beta))
     summary = summarize(pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1), beta, delta, intervals=True,
                         rounds=(held, post[:, :, 0]))  # one (held-out pre, post) pair per independent round
-    summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(tasks), trajectories=trajectories,
-                   repeats=repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set,
-                   request=request, figure="figure.png" if draw else None)
+    summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(tasks), trajectories=request.trajectories,
+                   repeats=request.repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set,
+                   request=record, figure="figure.png" if draw else None)
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if draw:

@@ -150,6 +150,25 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, quiet: bool = False
     return learner
 
 
+def train_or_resume(cfg: TrainConfig, out: Path, quiet: bool = False, *,
+                    same_except: tuple[str, ...] = ("iterations",)) -> Learner:
+    """Train `out` up to cfg.iterations, resumed from its last.pt where it has one (compare's runs, a study's).
+
+    A run found there is continued only if it was made with `cfg`, the settings in `same_except` aside (a
+    study's worker brings its own device); a folder with no finished iteration (its worker died in the first
+    one) is started afresh by `train` itself, under the run's lock."""
+    run = RunDir(out)
+    done = run.has_checkpoint()
+    if done:
+        saved, wanted = config_io.to_dict(run.read_config()), config_io.to_dict(cfg)
+        differ = sorted(k for k in saved.keys() | wanted.keys()
+                        if k not in same_except and saved.get(k) != wanted.get(k))
+        if differ:
+            raise SafeMamlError(f"{out} holds a run made with other settings ({', '.join(differ)}); choose another "
+                                "--out")
+    return train(cfg, out, resume=done, quiet=quiet)
+
+
 def _loop(learner: Learner, run: RunDir, start: int, progress: Progress, board) -> None:
     cfg = learner.cfg
     log = run.metrics_log(METRIC_FIELDS, keep_below=start)

@@ -21,86 +21,31 @@ import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution, distribution_to_json, json_to_distribution)
+                                  IntDistribution, distribution_to_json)
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from safemaml import config as config_io
-from safemaml.config import TrainConfig
+from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.measure.metrics import clopper_pearson_lower
+from safemaml.studies.settings import METRIC_NAMES, METRICS, SEED_KEYS, STUDY_EVALUATION, StudySettings
 
 SETTINGS_ATTR = "safemaml_settings"
 MAX_RETRY = 3  # a trial whose worker dies is run again at most this many times
 MAX_CONSECUTIVE_FAILURES = 3  # a worker stops when this many trials in a row fail
-# metric -> direction; "pareto" means (post_return, violation_rate)
-METRICS = {"post_return": "maximize", "violation_rate": "minimize", "mean_gamma": "minimize",
-           "cvar_gamma": "minimize"}
-METRIC_NAMES = {"post_return": "post-update return", "violation_rate": "violation rate V̂",
-                "mean_gamma": "mean Γ", "cvar_gamma": "CVaR_δ Γ"}
-SEED_KEYS = ("pre_return", "post_return", "mean_gamma", "cvar_gamma", "violation_rate", "certified_fraction",
-             "certified", "action_std")
+# ---- settings (safemaml.studies.settings) -------------------------------------------------------
 
 
-# ---- settings ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The options of `safemaml evaluate` used for every run of the study (the same for all trials)."""
-
-    grid: str | None = None  # None: `sample` tasks drawn from p(T) with `task_seed`
-    sample: int | None = None
-    task_seed: int = 0
-    trajectories: int = 20
-    repeats: int = 1
-    seed: int = 0
-    beta: float = 0.1  # the Eq. 6 target every trial is measured against
-    delta: float = 0.1
-
-    def can_certify(self) -> bool:
-        """Whether `repeats` rounds can certify p_T >= 1 - beta at all (all rounds won, alpha = 0.05)."""
-        return bool(clopper_pearson_lower(self.repeats, self.repeats, 0.05) >= 1.0 - self.beta)
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """Everything that makes trials comparable; stored on the study, checked when it is continued."""
-
-    config: dict[str, Any]  # the base TrainConfig (objective name and fixed parameters included)
-    space: dict[str, str]  # parameter -> Optuna distribution as JSON
-    seeds: tuple[int, ...]
-    evaluation: Evaluation
-    metric: str = "pareto"  # or one key of METRICS (single objective, with pruning)
-    prune_every: int = 0  # report an intermediate value every k iterations (single-metric mode); 0 = never
-
-    @property
-    def base(self) -> TrainConfig:
-        return config_io.from_dict(self.config, where="study settings")
-
-    @property
-    def distributions(self) -> dict[str, BaseDistribution]:
-        return {name: json_to_distribution(text) for name, text in self.space.items()}
-
-    @property
-    def metrics(self) -> list[str]:
-        return ["post_return", "violation_rate"] if self.metric == "pareto" else [self.metric]
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=list)
-
-    @classmethod
-    def from_json(cls, text: str) -> "StudySettings":
-        data = json.loads(text)
-        return cls(config=data["config"], space=data["space"], seeds=tuple(data["seeds"]),
-                   evaluation=Evaluation(**data["evaluation"]), metric=data["metric"],
-                   prune_every=data["prune_every"])
+def can_certify(evaluation: EvalRequest) -> bool:
+    """Whether `repeats` rounds can certify p_T >= 1 - beta at all (all rounds won, alpha = 0.05)."""
+    evaluation = evaluation.resolved(STUDY_EVALUATION)
+    return bool(clopper_pearson_lower(evaluation.repeats, evaluation.repeats, 0.05) >= 1.0 - evaluation.beta)
 
 
 class _SpaceRecorder:
@@ -141,7 +86,7 @@ def parse_range(item: str) -> tuple[str, BaseDistribution]:
     if not sep or not name:
         raise SafeMamlError(f"--search expects NAME=LOW:HIGH[:log|:int] or NAME=A,B,..., got {item!r}")
     if ":" not in text:
-        choices = [config_io_value(c.strip()) for c in text.split(",") if c.strip()]
+        choices = [config_io.parse_value(c.strip()) for c in text.split(",") if c.strip()]
         if len(choices) < 2:
             raise SafeMamlError(f"--search {item!r}: give LOW:HIGH or at least two choices A,B")
         return name, CategoricalDistribution(choices)
@@ -158,16 +103,6 @@ def parse_range(item: str) -> tuple[str, BaseDistribution]:
     if kind == "log" and low <= 0:
         raise SafeMamlError(f"--search {item!r}: a log range needs LOW > 0")
     return name, IntDistribution(low, high) if kind == "int" else FloatDistribution(low, high, log=kind == "log")
-
-
-def config_io_value(text: str) -> Any:
-    """A command-line value as TOML would read it (0.1 -> float, true -> bool, dual -> 'dual')."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def _corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
@@ -206,7 +141,7 @@ def resolve_space(objective: str, search: list[str], fix: list[str],
         name, sep, text = item.partition("=")
         if not sep:
             raise SafeMamlError(f"--fix expects NAME=VALUE, got {item!r}")
-        fixed[name.strip()] = config_io_value(text.strip())
+        fixed[name.strip()] = config_io.parse_value(text.strip())
     searched = dict(parse_range(item) for item in search)
     both = set(searched) & set(fixed)
     if both:
@@ -236,10 +171,13 @@ def resolve_space(objective: str, search: list[str], fix: list[str],
 
 
 def make_settings(base: TrainConfig, objective: str, search: list[str], fix: list[str], seeds: int,
-                  evaluation: Evaluation, metric: str = "pareto", prune_every: int = 0) -> StudySettings:
-    """Check every input of a study and return its settings; raises SafeMamlError on bad input."""
+                  evaluation: EvalRequest, metric: str = "pareto", prune_every: int = 0) -> StudySettings:
+    """Check every input of a study and return its settings; raises SafeMamlError on bad input.
+
+    `evaluation`: its fields left None are STUDY_EVALUATION's; its device is left to each worker."""
     from safemaml.tasks import get_family
 
+    evaluation = dataclasses.replace(evaluation.resolved(STUDY_EVALUATION), device=STUDY_EVALUATION.device)
     if seeds < 1:
         raise SafeMamlError(f"--seeds must be >= 1, got {seeds}")
     if metric != "pareto" and metric not in METRICS:
@@ -338,7 +276,7 @@ def enqueue_points(study: optuna.Study, settings: StudySettings, items: list[str
             if name not in space:
                 raise SafeMamlError(f"--enqueue {name}: this study does not search it; it searches "
                                     f"{', '.join(sorted(space))}")
-            point[name] = _in_space(name, config_io_value(text.strip()), space[name])
+            point[name] = _in_space(name, config_io.parse_value(text.strip()), space[name])
         if not _holds_point(study, point):
             study.enqueue_trial(point)
             added += 1
@@ -443,16 +381,6 @@ def run_directory(directory: Path, trial: Trial | FrozenTrial, seed: int) -> Pat
     return directory / "runs" / f"trial-{number:04d}" / f"seed-{seed}"
 
 
-def train_seed(cfg: TrainConfig, run: Path, quiet: bool) -> None:
-    """Train `run` up to cfg.iterations: resumed from last.pt where it exists; a folder that holds
-    no finished iteration (its worker died in the first one) is started afresh by train itself,
-    under the run's lock (safemaml.runs.rundir)."""
-    from safemaml.runs.rundir import RunDir
-    from safemaml.runs.train import train
-
-    train(cfg, run, resume=RunDir(run).has_checkpoint(), quiet=quiet)
-
-
 def _training_metric(run: Path, metric: str, since: int) -> float:
     """Mean of `metric` in metrics.csv over iterations >= since (the training batches' estimate)."""
     import csv
@@ -466,18 +394,19 @@ def _stops(iterations: int, every: int) -> list[int]:
     return list(range(every, iterations, every)) + [iterations] if every else [iterations]
 
 
-def evaluate_seed(run: Path, evaluation: Evaluation, device: str) -> dict[str, float]:
+def evaluate_seed(run: Path, evaluation: EvalRequest, device: str) -> dict[str, float]:
+    """The per-seed metrics of `run`'s evaluation on this worker's device (an earlier one of the same request and
+    checkpoint is reused: a retried trial does not evaluate its finished runs again)."""
     from safemaml.runs.evaluate import evaluate_run
 
-    summary = evaluate_run(run, grid_text=evaluation.grid, trajectories=evaluation.trajectories,
-                           repeats=evaluation.repeats, seed=evaluation.seed, beta=evaluation.beta,
-                           delta=evaluation.delta, device=device, sample=evaluation.sample,
-                           task_seed=evaluation.task_seed, reuse=True)
+    summary = evaluate_run(run, dataclasses.replace(evaluation, device=device), reuse=True)
     return {k: float("nan") if summary[k] is None else float(summary[k]) for k in SEED_KEYS if k in summary}
 
 
 def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: str, quiet: bool) -> list[float]:
     """Train every seed with the trial's parameters, evaluate each, set values, attributes and constraint."""
+    from safemaml.runs.train import train_or_resume
+
     params = suggest(trial, settings.distributions)
     base = config_io.override(settings.base, {"device": device, **{
         k if is_config_key(k) else f"objective.{k}": v for k, v in params.items()}})
@@ -489,8 +418,9 @@ def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: st
     done = 0
     try:
         for stop in _stops(base.iterations, settings.prune_every):
-            for seed, run in runs.items():
-                train_seed(config_io.override(base, {"seed": seed, "iterations": stop}), run, quiet)
+            for seed, run in runs.items():  # resumed from last.pt where a run is there (a retried trial's)
+                train_or_resume(config_io.override(base, {"seed": seed, "iterations": stop}), run, quiet,
+                                same_except=("iterations", "device"))
             if settings.prune_every:
                 value = sum(_training_metric(r, settings.metric, done) for r in runs.values()) / len(runs)
                 trial.report(value, stop)
@@ -507,7 +437,7 @@ def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: st
     means = {k: sum(v[k] for v in per_seed.values()) / len(per_seed) for k in per_seed[settings.seeds[0]]}
     for key, value in means.items():
         trial.set_user_attr(f"{key} mean", value)
-    if settings.evaluation.can_certify():  # feasible (<= 0) when every seed certifies Eq. 6
+    if can_certify(settings.evaluation):  # feasible (<= 0) when every seed certifies Eq. 6
         worst = min(v["certified_fraction"] for v in per_seed.values())
         trial.set_constraint("eq6_uncertified", (1.0 - settings.evaluation.delta) - worst)
     return [means[m] for m in settings.metrics]
