@@ -178,6 +178,12 @@ class EvalRequest:
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         return dataclasses.replace(defaults, **given)
 
+    def levels(self) -> tuple[int, float, float]:
+        """(repeats, beta, delta) of a resolved request; one still left None is a SafeMamlError."""
+        if self.repeats is None or self.beta is None or self.delta is None:
+            raise SafeMamlError(f"the evaluation request {self} has repeats, beta or delta unresolved")
+        return self.repeats, self.beta, self.delta
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "EvalRequest":
         """The request of a summary.json's `request` (its version and checkpoint hash left aside)."""

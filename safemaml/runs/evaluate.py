@@ -212,7 +212,8 @@ def evaluate_run(run: Path, request: EvalRequest | None = None, out: Path | None
     cfg = folder.read_config()
     run_beta, run_delta = objective_risk_levels(cfg)
     request = request.resolved(EvalRequest(repeats=DEFAULT_ROUNDS, beta=run_beta, delta=run_delta))
-    for name, value in (("beta", request.beta), ("delta", request.delta)):
+    repeats, beta, delta = request.levels()
+    for name, value in (("beta", beta), ("delta", delta)):
         if not 0 < value < 1:
             raise SafeMamlError(f"{name} must be in (0, 1), got {value}")
     family = get_family(cfg.tasks)
@@ -229,7 +230,7 @@ def evaluate_run(run: Path, request: EvalRequest | None = None, out: Path | None
     inside = out.resolve().is_relative_to(run.resolve())
     progress = out.with_name(out.name + ".rounds.npz")  # the finished rounds, until the folder is complete
     with folder.lock() if inside else contextlib.nullcontext(), replaced_folder(out) as tmp:
-        pre, held, post = sample_before_after(family, cfg, params, tasks, request.trajectories, request.repeats,
+        pre, held, post = sample_before_after(family, cfg, params, tasks, request.trajectories, repeats,
                                               request.seed, torch.device(request.device), progress,
                                               json.dumps(record, sort_keys=True))
         summary = _write(tmp, family, cfg, tasks, task_set, pre, held, post, ckpt, request, record)
@@ -250,12 +251,12 @@ def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict
            post: np.ndarray, ckpt: dict, request: EvalRequest, record: dict) -> dict:
     draw = _figure_drawer()
     write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
-    beta, delta = request.beta, request.delta
+    repeats, beta, delta = request.levels()
     write_tasks_csv(out / "tasks.csv", family, tasks, pre, post, per_task_rounds(held, post[:, :, 0], beta))
     summary = summarize(pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1), beta, delta, intervals=True,
                         rounds=(held, post[:, :, 0]))  # one (held-out pre, post) pair per independent round
     summary.update(iteration=int(ckpt["iteration"]) + 1, tasks=len(tasks), trajectories=request.trajectories,
-                   repeats=request.repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set,
+                   repeats=repeats, beta=beta, delta=delta, action_std=action_std(ckpt["params"]), **task_set,
                    request=record, figure="figure.png" if draw else None)
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

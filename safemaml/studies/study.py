@@ -44,8 +44,8 @@ MAX_CONSECUTIVE_FAILURES = 3  # a worker stops when this many trials in a row fa
 
 def can_certify(evaluation: EvalRequest) -> bool:
     """Whether `repeats` rounds can certify p_T >= 1 - beta at all (all rounds won, alpha = 0.05)."""
-    evaluation = evaluation.resolved(STUDY_EVALUATION)
-    return bool(clopper_pearson_lower(evaluation.repeats, evaluation.repeats, 0.05) >= 1.0 - evaluation.beta)
+    repeats, beta, _ = evaluation.resolved(STUDY_EVALUATION).levels()
+    return bool(clopper_pearson_lower(repeats, repeats, 0.05) >= 1.0 - beta)
 
 
 class _SpaceRecorder:
@@ -185,11 +185,12 @@ def make_settings(base: TrainConfig, objective: str, search: list[str], fix: lis
     if prune_every < 0 or (prune_every and metric == "pareto"):
         raise SafeMamlError("--prune-every needs a single --metric (Optuna does not prune multi-objective "
                             "studies) and a value >= 1")
-    if evaluation.trajectories < 1 or evaluation.repeats < 1:
+    repeats, beta, delta = evaluation.levels()
+    if evaluation.trajectories < 1 or repeats < 1:
         raise SafeMamlError("--trajectories and --repeats must be >= 1")
-    for name in ("beta", "delta"):
-        if not 0 < getattr(evaluation, name) < 1:
-            raise SafeMamlError(f"--eval-{name} must be in (0, 1), got {getattr(evaluation, name)}")
+    for name, value in (("beta", beta), ("delta", delta)):
+        if not 0 < value < 1:
+            raise SafeMamlError(f"--eval-{name} must be in (0, 1), got {value}")
     family = get_family(base.tasks)
     if evaluation.grid:
         from safemaml.runs.evaluate import parse_grid
@@ -439,7 +440,7 @@ def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: st
         trial.set_user_attr(f"{key} mean", value)
     if can_certify(settings.evaluation):  # feasible (<= 0) when every seed certifies Eq. 6
         worst = min(v["certified_fraction"] for v in per_seed.values())
-        trial.set_constraint("eq6_uncertified", (1.0 - settings.evaluation.delta) - worst)
+        trial.set_constraint("eq6_uncertified", (1.0 - settings.evaluation.levels()[2]) - worst)
     return [means[m] for m in settings.metrics]
 
 
