@@ -21,6 +21,7 @@ from typing import Any
 
 from safemaml import config as config_io
 from safemaml.config import EvalRequest, TrainConfig
+from safemaml.checks import bool_arg, check_eval_request, int_arg, optional, path_arg, str_arg
 from safemaml.errors import SafeMamlError
 from safemaml.runs.rundir import RunDir
 
@@ -29,8 +30,14 @@ def resolve_config(config: TrainConfig | str | Path | None = None, overrides: di
                    tasks: str | None = None) -> TrainConfig:
     """A TrainConfig from a config object, a TOML path or a preset name (default: `tasks`' preset,
     else halfcheetah-vel), with dotted overrides applied ({"adapt.fast_lr": 0.05})."""
+    optional(str_arg, tasks, "tasks")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise SafeMamlError(f"overrides must be a dict of settings, got {type(overrides).__name__}")
     if isinstance(config, TrainConfig):
         base = config
+    elif config is not None and not isinstance(config, (str, Path)):
+        raise SafeMamlError(f"config must be a TrainConfig, a TOML file or a preset name, got {config!r} "
+                            f"({type(config).__name__})")
     elif config is None:
         base = _preset(tasks or "halfcheetah-vel")
     elif isinstance(config, Path) or Path(config).suffix == ".toml" or Path(config).exists() or "/" in config:
@@ -77,12 +84,12 @@ def train(config: TrainConfig | str | Path | None = None, out: str | Path | None
     """
     from safemaml.runs import train as trainer
 
+    bool_arg(quiet, "quiet"), bool_arg(tensorboard, "tensorboard")
+    out = optional(path_arg, out, "out")  # before the config: safemaml.train("nav2d", 42) names `out`
     settings = _dotted(overrides)
     cfg = resolve_config(config, settings, tasks=settings.pop("tasks", None))  # tasks="nav2d": nav2d's preset
     validate(cfg)
-    if out is not None and not str(out).strip():
-        raise SafeMamlError("--out must name a folder, got an empty string")
-    out = Path(out) if out is not None else default_out(cfg)
+    out = out if out is not None else default_out(cfg)
     trainer.train(cfg, out, quiet=quiet, tensorboard=tensorboard)
     return load_run(out)
 
@@ -96,7 +103,9 @@ def resume(run: str | Path, iterations: int | None = None, device: str | None = 
     """Continue a run from its last checkpoint (to `iterations` in all, default: its config's)."""
     from safemaml.runs import train as trainer
 
-    folder = RunDir(run)
+    folder = RunDir(path_arg(run, "run"))
+    optional(int_arg, iterations, "iterations", 1), optional(str_arg, device, "device")
+    bool_arg(quiet, "quiet"), bool_arg(tensorboard, "tensorboard")
     cfg = folder.read_config()
     settings = {k: v for k, v in (("iterations", iterations), ("device", device)) if v is not None}
     cfg = config_io.override(cfg, settings) if settings else cfg
@@ -116,6 +125,9 @@ def evaluate(run: str | Path, out: str | Path | None = None, request: EvalReques
     from safemaml.runs.evaluate import evaluate_run
     from safemaml.engine.learner import torch_device
 
+    run, out = path_arg(run, "run"), optional(path_arg, out, "out")
+    if request is not None and not isinstance(request, EvalRequest):
+        raise SafeMamlError(f"request must be an EvalRequest, got {type(request).__name__}")
     if request is not None and options:
         raise SafeMamlError("give an EvalRequest or its fields as keywords, not both")
     if request is None:
@@ -124,6 +136,7 @@ def evaluate(run: str | Path, out: str | Path | None = None, request: EvalReques
         if unknown:
             raise SafeMamlError(f"unknown evaluation option(s) {', '.join(unknown)}; known: {', '.join(known)}")
         request = EvalRequest(**options)
+    check_eval_request(request)
     torch_device(request.device)
     if request.seed < 0:
         raise SafeMamlError(f"--seed must be >= 0, got {request.seed}")
@@ -173,7 +186,7 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Read a run folder: config, metrics.csv (DataFrame with pandas), and every evaluation folder
     (any sub-folder with a summary.json, e.g. `eval`)."""
-    folder = RunDir(path)
+    folder = RunDir(path_arg(path, "path"))
     cfg = folder.read_config()
     rows = folder.read_metrics() if folder.metrics_path.is_file() and folder.has_checkpoint() else []
     evaluations = {}

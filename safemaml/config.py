@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from safemaml.checks import MAX_SEED
 from safemaml.errors import SafeMamlError
 
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -119,6 +120,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.seed < 0:
             raise SafeMamlError(f"seed must be >= 0, got {self.seed}")
+        if self.seed > MAX_SEED:  # torch's generators take 64-bit seeds
+            raise SafeMamlError(f"seed must be <= {MAX_SEED}, got {self.seed}")
         for name in ("iterations", "meta_batch_size", "fast_batch_size", "post_batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise SafeMamlError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -224,7 +227,9 @@ def _typed(value: Any, default: Any, name: str) -> Any:
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if default is not dataclasses.MISSING and (not isinstance(value, type(default)) or isinstance(value, bool)):
-        raise SafeMamlError(f"{name} must be a {type(default).__name__}, got {value!r}")
+        kind = {"int": "an integer", "float": "a number", "str": "a string"}.get(type(default).__name__,
+                                                                                 f"a {type(default).__name__}")
+        raise SafeMamlError(f"{name} must be {kind}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SafeMamlError(f"{name} must be a finite number, got {value!r}")
     return value

@@ -59,8 +59,11 @@ def test_negative_grid_values_reach_the_parser_unchanged(values):
 
 
 def test_negative_flag_values_join_only_after_an_option():
-    assert _join_negative_values(["train", "--fast-lr", "-1", "--quiet"]) == ["train", "--fast-lr=-1", "--quiet"]
+    assert _join_negative_values(["train", "--fast-lr", "-1e-3", "--quiet"]) == ["train", "--fast-lr=-1e-3", "--quiet"]
     assert _join_negative_values(["train", "--fast-lr=-.5", "-h"]) == ["train", "--fast-lr=-.5", "-h"]
+    # plain negative numbers are argparse's own values: joined, a list would lose the rest (`--seeds -1 0`)
+    assert _join_negative_values(["compare", "--seeds", "-1", "0"]) == ["compare", "--seeds", "-1", "0"]
+    assert _join_negative_values(["train", "--fast-lr", "-.5"]) == ["train", "--fast-lr", "-.5"]
 
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True),
@@ -98,8 +101,8 @@ def test_any_override_is_a_config_or_a_one_line_error(settings_):
     ("[adapt]\nfast_lr = inf", "finite"),
     ("[adapt]\nfirst_order = 1", "true or false"),
     ('device = "mps"', "device"),
-    ("iterations = 2.5", "must be a int"),
-    ("iterations = true", "must be a int"),
+    ("iterations = 2.5", "must be an integer"),
+    ("iterations = true", "must be an integer"),
     ("[objective]\nname = 3", "objective.name"),
     ("[objective]\nbeta = nan", "finite"),
     ("[objective.x]\ny = 1", "not a table"),

@@ -255,7 +255,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     run = rundir.RunDir(args.run)
     if run.path.exists() and not run.path.is_dir():
         raise SafeMamlError(f"{run} is a file, not a run folder")
-    run.read_metrics()  # a one-line error for a missing, empty or foreign metrics.csv
+    rows = run.read_metrics()  # a one-line error for a missing, empty, damaged or foreign metrics.csv
+    missing = [k for k in ("pre_return", "post_return") if k not in rows[0]]
+    if missing:
+        raise SafeMamlError(f"{run.metrics_path} is not a safemaml metrics.csv (no {', '.join(missing)} column)")
     out = Path(args.out) if args.out else run.path / "learning_curve.png"
     if out.suffix.lower() not in FIGURE_FORMATS:
         raise SafeMamlError(f"--out {out}: the figure's name must end in {', '.join(FIGURE_FORMATS)}")
@@ -266,7 +269,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     tmp = out.with_name(out.stem + ".tmp" + out.suffix)
     try:
         with rundir.os_errors(out):
-            learning_curve(run.metrics_path, tmp, title=args.title or run.path.resolve().name)
+            learning_curve(rows, tmp, title=args.title or run.path.resolve().name)
             os.replace(tmp, out)
     finally:
         if tmp.exists():
@@ -310,8 +313,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     family = get_family(args.tasks)
     device = torch_device(args.device)
-    if args.seed < 0:
-        raise SafeMamlError(f"--seed must be >= 0, got {args.seed}")
+    from safemaml.checks import seed_arg
+
+    seed_arg(args.seed, "--seed")
     spec = PolicySpec(family.obs_dim, family.act_dim)
     sampler = Sampler(family, spec, args.num_tasks, args.trajectories, device=device)
     params = spec.init(args.seed, device)
@@ -405,11 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
 NUMBER_LIKE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
+PLAIN_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")  # what argparse itself reads as a value, also in a list
+
+
 def _join_negative_values(argv: list[str]) -> list[str]:
-    """`--grid -0.5:0.5:0.25` -> `--grid=-0.5:0.5:0.25`: argparse would take the value for an option."""
+    """`--grid -0.5:0.5:0.25` -> `--grid=-0.5:0.5:0.25`: argparse would take the value for an option. Plain
+    numbers (`--seeds -1 0`) are left to argparse, which reads them as values: joined, the list would lose them."""
     out: list[str] = []
     for token in argv:
-        if out and out[-1].startswith("--") and "=" not in out[-1] and NUMBER_LIKE.match(token):
+        if (out and out[-1].startswith("--") and "=" not in out[-1] and NUMBER_LIKE.match(token)
+                and not PLAIN_NEGATIVE.match(token)):
             out[-1] = f"{out[-1]}={token}"
         else:
             out.append(token)
@@ -461,6 +470,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt as exc:
         print(f"safemaml: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
         return 130
+    except MemoryError:  # a request larger than this machine (e.g. millions of trajectories per round)
+        print("safemaml: error: not enough memory for this request; ask for fewer tasks, rounds or trajectories",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -116,16 +116,21 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     """Create or continue the study in DIR; every check happens before the first training."""
     from optuna.pruners import MedianPruner
 
-    from safemaml.studies.study import (continue_hint, enqueue_points, finished, load_or_create, run_study,
-                                running_elsewhere)
+    from safemaml.studies import checks as study_checks
+    from safemaml.studies.study import (continue_hint, enqueue_point_list, enqueue_points, finished, load_or_create,
+                                        run_study, running_elsewhere)
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
     given = any(getattr(args, f) is not None for f in setting_flags())
+    study_checks.worker_options(args.prune_every, args.sampler_seed)
     settings = _settings_from_args(args) if given else None  # None: continue with the stored settings
     from safemaml.engine.learner import torch_device
 
     torch_device(args.device)
+    study_checks.storage_before_open(Path(args.dir), args.storage, given, args.heartbeat, args.grace)
+    if settings is not None:
+        enqueue_point_list(settings, args.enqueue or [])  # refused before the study is created
     _configure_logging(args.quiet)
     directory, storage = _open(args, args.heartbeat, args.grace)
     name = args.study_name or directory.resolve().name

@@ -81,9 +81,14 @@ def _mark_negative_adaptation(ax, family_name: str, x: np.ndarray, gamma: np.nda
                 transform=ax.get_xaxis_transform(), label="here: mean Γ > 0")
 
 
-def learning_curve(metrics_csv: Path, path: Path, title: str = "") -> None:
-    """Pre- and post-update mean return per meta-iteration."""
-    data = np.genfromtxt(metrics_csv, delimiter=",", names=True)
+def learning_curve(metrics_csv: Path | list[dict[str, float]], path: Path, title: str = "") -> None:
+    """Pre- and post-update mean return per meta-iteration, from a metrics.csv or its rows as read and checked
+    by safemaml.runs.rundir.read_metrics (what `safemaml report` draws)."""
+    if isinstance(metrics_csv, list):
+        data = {k: np.array([r.get(k, np.nan) for r in metrics_csv]) for k in ("iteration", "pre_return",
+                                                                                "post_return")}
+    else:
+        data = np.genfromtxt(metrics_csv, delimiter=",", names=True)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(data["iteration"], data["pre_return"], color=COLORS["pre"], label=LABELS["pre"])
     ax.plot(data["iteration"], data["post_return"], color=COLORS["post"], label=LABELS["post"])

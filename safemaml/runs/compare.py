@@ -33,6 +33,7 @@ from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.measure import schema
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon, task_gammas  # noqa: F401  (re-exported)
+from safemaml.runs import compare_request
 from safemaml.runs.evaluate import evaluate_run
 from safemaml.runs.train import train_or_resume
 
@@ -117,8 +118,9 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
     request = (evaluation or EvalRequest()).resolved(EvalRequest(beta=float(cfg.objective.get("beta", 0.1)),
                                                                  delta=float(cfg.objective.get("delta", 0.1))))
     beta, delta = request.beta, request.delta
-    if seeds is not None and len(set(seeds)) != len(seeds):
-        raise SafeMamlError(f"--seeds must be distinct, got {seeds}")
+    fields = {k: getattr(request, k) for k in request.__dataclass_fields__}
+    compare_request.check(cfg, configs, seeds, fields, band)  # the whole request, before anything is written
+    compare_request.claim(out, compare_request.record(cfg, configs, seeds, fields, band))
     task_sets = {"": ("eval", request)} | ({"-band": ("eval-band", replace(request, grid=band))} if band else {})
     rows: dict[str, list[dict]] = {suffix: [] for suffix in task_sets}
     gammas: dict[tuple, np.ndarray] = {}

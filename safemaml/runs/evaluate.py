@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from safemaml.config import DEFAULT_ROUNDS, DEFAULT_SAMPLE, EvalRequest
+from safemaml.checks import MAX_SEED, check_eval_request
 from safemaml.errors import SafeMamlError
 from safemaml.engine.metastep import InnerLoop, inner_loop
 from safemaml.measure.metrics import per_task_rounds, summarize
@@ -33,6 +34,7 @@ from safemaml.engine.policy import PolicySpec, action_std
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler, Trajectories
 from safemaml.tasks import TaskFamily, get_family
+from safemaml.runs.integrity import check_evaluation_out, valid_rounds
 from safemaml.runs.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
 from safemaml.engine.learner import derive_seed, policy_spec
 
@@ -74,6 +76,10 @@ def choose_tasks(family: TaskFamily, grid_text: str | None, sample: int | None,
         count = DEFAULT_SAMPLE if sample is None else sample
         if count < 1:
             raise SafeMamlError(f"--sample must be >= 1, got {count}")
+        if count > MAX_GRID_TASKS:  # as a grid: the tasks' rounds are kept in memory
+            raise SafeMamlError(f"--sample {count}: at most {MAX_GRID_TASKS} tasks")
+        if not 0 <= task_seed <= MAX_SEED:
+            raise SafeMamlError(f"--task-seed must be in [0, {MAX_SEED}], got {task_seed}")
         tasks = family.validate(family.sample(count, np.random.default_rng(task_seed)))
         return tasks, {"task_set": "sampled from p(T)", "task_distribution": family.distribution,
                        "task_seed": task_seed,
@@ -111,7 +117,7 @@ def sample_before_after(family: TaskFamily, cfg, params, tasks: np.ndarray, n: i
     spec = policy_spec(cfg, family)
     sampler = Sampler(family, spec, len(tasks), n, device=device, clip_actions=cfg.clip_actions)
     held_sampler = Sampler(family, spec, len(tasks), 1, device=device, clip_actions=cfg.clip_actions)
-    pre_all, held_all, post_all = load_rounds(progress, key)
+    pre_all, held_all, post_all = load_rounds(progress, key, (len(tasks), n, repeats))
     for r in range(len(pre_all), repeats):
         inner, held, post = evaluation_round(cfg, spec, params, sampler, held_sampler, tasks, seed, r)
         pre_all.append(inner.pre.returns.cpu().numpy())
@@ -135,18 +141,20 @@ def evaluation_round(cfg, spec: PolicySpec, params, sampler: Sampler, held_sampl
     return inner, held, post
 
 
-def load_rounds(path: Path | None, key: str) -> tuple[list, list, list]:
-    """The rounds an interrupted evaluation of the same request finished (none if the file is missing,
-    unreadable or from another request)."""
+def load_rounds(path: Path | None, key: str, shape: tuple[int, int, int] | None = None) -> tuple[list, list, list]:
+    """The rounds an interrupted evaluation of the same request finished (none if the file is missing, damaged
+    — truncated, not an npz, of other shapes than `shape` = (tasks, trajectories, repeats) — or from another
+    request: the rounds are sampled again, and the evaluation is exactly what an uninterrupted one writes)."""
     if path is None:
         return [], [], []
     try:
-        with np.load(path) as f:
-            if str(f["key"]) != key:
-                return [], [], []
-            return [list(np.moveaxis(f[name], 1, 0)) for name in ("pre", "held", "post")]
-    except (OSError, ValueError, KeyError):
+        with np.load(path, allow_pickle=False) as f:
+            data = {name: f[name] for name in ("key", "pre", "held", "post")}
+    except Exception:  # a damaged file: zipfile, EOF, OSError, ValueError, KeyError ... all mean "start again"
         return [], [], []
+    if str(data["key"]) != key or (shape is not None and not valid_rounds(data, *shape)):
+        return [], [], []
+    return [list(np.moveaxis(data[name], 1, 0)) for name in ("pre", "held", "post")]
 
 
 def save_rounds(path: Path, key: str, pre: list, held: list, post: list) -> None:
@@ -206,6 +214,7 @@ def evaluate_run(run: Path, request: EvalRequest | None = None, out: Path | None
     finished runs again).
     """
     request = request or EvalRequest()
+    check_eval_request(request)  # types and ranges: a SafeMamlError that names the field (the API's callers too)
     if request.trajectories < 1 or (request.repeats is not None and request.repeats < 1):
         raise SafeMamlError("--trajectories and --repeats must be >= 1")
     folder = RunDir(run)
@@ -223,6 +232,7 @@ def evaluate_run(run: Path, request: EvalRequest | None = None, out: Path | None
     ckpt = load_checkpoint(folder.last_path)
     check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
     out = Path(out) if out else run / "eval"
+    check_evaluation_out(run, out)  # never the run, a folder holding it, or a folder that is not an evaluation
     record = request_record(request, hashlib.sha256(folder.last_path.read_bytes()).hexdigest())
     if reuse and (earlier := _earlier_summary(out, record)) is not None:
         return earlier

@@ -50,8 +50,7 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
             if not reader.fieldnames or "iteration" not in reader.fieldnames:
                 raise SafeMamlError(f"{path} has no finished meta-iteration yet, or is not a safemaml "
                                     "metrics.csv (no 'iteration' column)")
-            rows = [{k: float(v) for k, v in row.items() if k is not None and v not in (None, "")}
-                    for row in reader]
+            rows = [{k: float(v) for k, v in row.items()} for row in _whole_rows(reader, path)]
     except (ValueError, UnicodeDecodeError, csv.Error) as exc:
         if isinstance(exc, SafeMamlError):
             raise
@@ -63,6 +62,19 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return rows
 
 
+def _whole_rows(reader: csv.DictReader, path: Path) -> Iterator[dict[str, str]]:
+    """The rows of a metrics.csv with every column; a row cut short is refused, except the last line when it
+    has no line end yet (a row being written, or one a crash cut: it is not an iteration last.pt holds)."""
+    rows = list(reader)
+    for number, row in enumerate(rows):
+        if None in row.values() or None in row:
+            if number == len(rows) - 1 and not path.read_bytes().endswith(b"\n"):
+                return
+            raise SafeMamlError(f"{path} is damaged: the row of line {number + 2} does not have one value per "
+                                "column")
+        yield row
+
+
 class MetricsLog:
     """metrics.csv, one row per meta-iteration with the given leading fields, then the objective's
     own (`objective_*`, fixed by the first row). On resume the rows from `keep_below` on (written
@@ -72,11 +84,10 @@ class MetricsLog:
     def __init__(self, path: Path, fields: list[str], keep_below: int | None = None):
         self.path, self.leading, self.fields = path, fields, None
         self.pending: list[dict] | None = []  # rows to rewrite before the first append; None: done
-        if keep_below is not None and path.is_file():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.fields = reader.fieldnames
-                self.pending = [r for r in reader if int(float(r["iteration"])) < keep_below]
+        if keep_below:  # a resume keeps rows 0..keep_below-1, checked: never padded, never a row lost
+            from safemaml.runs.integrity import metrics_rows
+
+            self.fields, self.pending = metrics_rows(path, keep_below)
 
     def append(self, metrics: dict[str, float]) -> None:
         if self.fields is None:

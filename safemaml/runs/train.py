@@ -14,7 +14,7 @@ from safemaml import config as config_io
 from safemaml.config import TrainConfig
 from safemaml.engine.learner import METRIC_FIELDS, Learner, NonFiniteError, meta_step
 from safemaml.errors import SafeMamlError
-from safemaml.runs import rundir
+from safemaml.runs import integrity, rundir
 from safemaml.runs.rundir import RunDir
 
 
@@ -104,7 +104,9 @@ def _open(run: RunDir, cfg: TrainConfig, resume: bool, progress: Progress) -> tu
     if not run.has_checkpoint():  # it never finished an iteration: start it again with its config
         progress.say(f"{run} has no finished iteration; starting it from iteration 1")
         return learner, 0
+    integrity.check_config_matches_checkpoint(run.config_path.read_text(), run.load_last(), run.path)
     done = _restore(learner, run)
+    integrity.metrics_rows(run.metrics_path, done)  # refuses a metrics.csv that a resume would pad or cut
     if cfg.iterations < done:
         raise SafeMamlError(f"{run} has {done} finished iterations; --iterations must be at least {done}")
     return learner, done

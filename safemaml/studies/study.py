@@ -34,6 +34,7 @@ from safemaml import config as config_io
 from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.measure.metrics import clopper_pearson_lower
+from safemaml.studies import checks as study_checks
 from safemaml.studies.settings import METRIC_NAMES, METRICS, SEED_KEYS, STUDY_EVALUATION, StudySettings
 
 SETTINGS_ATTR = "safemaml_settings"
@@ -98,6 +99,7 @@ def parse_range(item: str) -> tuple[str, BaseDistribution]:
         low, high = (int(p) if kind == "int" else float(p) for p in parts[:2])
     except ValueError:
         raise SafeMamlError(f"--search {item!r}: LOW and HIGH must be numbers") from None
+    study_checks.finite_bounds(item, low, high)
     if not low < high:
         raise SafeMamlError(f"--search {item!r}: LOW must be below HIGH")
     if kind == "log" and low <= 0:
@@ -135,6 +137,8 @@ def resolve_space(objective: str, search: list[str], fix: list[str],
     from objectives import available, make_objective
 
     space = declared_space(objective)
+    study_checks.unique_names(search, "--search")
+    study_checks.unique_names(fix, "--fix")
     known = set(available()[objective].parameters())
     fixed: dict[str, Any] = {}
     for item in fix:
@@ -178,8 +182,7 @@ def make_settings(base: TrainConfig, objective: str, search: list[str], fix: lis
     from safemaml.tasks import get_family
 
     evaluation = dataclasses.replace(evaluation.resolved(STUDY_EVALUATION), device=STUDY_EVALUATION.device)
-    if seeds < 1:
-        raise SafeMamlError(f"--seeds must be >= 1, got {seeds}")
+    study_checks.training_seeds(base.seed, seeds)
     if metric != "pareto" and metric not in METRICS:
         raise SafeMamlError(f"unknown --metric {metric!r}; choose pareto or one of {', '.join(METRICS)}")
     if prune_every < 0 or (prune_every and metric == "pareto"):
@@ -196,6 +199,7 @@ def make_settings(base: TrainConfig, objective: str, search: list[str], fix: lis
         from safemaml.runs.evaluate import parse_grid
 
         parse_grid(evaluation.grid, family)
+    study_checks.evaluation(evaluation, family)  # what every trial's evaluation would refuse, refused now
     space, fixed = resolve_space(objective, search, fix, base)
     kept = base.objective_params if base.objective_name == objective else {}  # the config's values act as fixed
     settings_fixed = {k: v for k, v in fixed.items() if is_config_key(k)}
@@ -203,6 +207,7 @@ def make_settings(base: TrainConfig, objective: str, search: list[str], fix: lis
     cfg = dataclasses.replace(config_io.override(base, settings_fixed),
                               objective={"name": objective, **kept, **fixed})
     cfg = config_io.from_dict(config_io.to_dict(cfg))  # JSON-able round trip
+    study_checks.init(cfg)  # every trial starts from --init: it must load now
     return StudySettings(config=json.loads(json.dumps(config_io.to_dict(cfg))),
                          space={k: distribution_to_json(d) for k, d in space.items()},
                          seeds=tuple(cfg.seed + k for k in range(seeds)), evaluation=evaluation,
@@ -265,9 +270,21 @@ def enqueue_points(study: optuna.Study, settings: StudySettings, items: list[str
     may miss. A name left out is sampled; a point already tried or queued is not queued again, so a
     continued study can repeat the flag. A point whose trials all failed (retries used up) is queued
     again. Returns how many trials were queued."""
-    space = settings.distributions
     added = 0
+    for point in enqueue_point_list(settings, items):
+        if not _holds_point(study, point):
+            study.enqueue_trial(point)
+            added += 1
+    return added
+
+
+def enqueue_point_list(settings: StudySettings, items: list[str]) -> list[dict[str, Any]]:
+    """The --enqueue points, each checked against the study's space (a bad one refused before the study is
+    created or any point queued)."""
+    space = settings.distributions
+    points = []
     for item in items:
+        study_checks.unique_names([item], "--enqueue", ",")
         point = {}
         for part in item.split(","):
             name, sep, text = part.partition("=")
@@ -278,10 +295,8 @@ def enqueue_points(study: optuna.Study, settings: StudySettings, items: list[str
                 raise SafeMamlError(f"--enqueue {name}: this study does not search it; it searches "
                                     f"{', '.join(sorted(space))}")
             point[name] = _in_space(name, config_io.parse_value(text.strip()), space[name])
-        if not _holds_point(study, point):
-            study.enqueue_trial(point)
-            added += 1
-    return added
+        points.append(point)
+    return points
 
 
 def _holds_point(study: optuna.Study, point: dict[str, Any]) -> bool:
@@ -487,7 +502,10 @@ def run_study(study: optuna.Study, settings: StudySettings, directory: Path, tri
 
         def objective(trial: Trial) -> list[float]:
             started.append(trial.number)
-            return run_trial(trial, settings, directory, device, quiet)
+            try:
+                return run_trial(trial, settings, directory, device, quiet)
+            except KeyboardInterrupt:  # not the run's "resume with train --resume": the study is what goes on
+                raise KeyboardInterrupt("interrupted; the trial is queued again") from None
 
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda s, t: last.append(t)],
@@ -495,8 +513,8 @@ def run_study(study: optuna.Study, settings: StudySettings, directory: Path, tri
         except KeyboardInterrupt:
             if started:
                 _requeue_interrupted(study, started[-1])
-            print(f"\ninterrupted; finished trials are saved. Continue with: {hint}", file=sys.stderr)
-            raise
+            # the study's command, not the trial's run's `train --resume`, is how to go on: the last line says so
+            raise KeyboardInterrupt(f"interrupted; finished trials are saved. Continue with: {hint}") from None
         ran += 1
         failures = failures + 1 if last and last[-1].state == TrialState.FAIL else 0
         if last:
@@ -512,7 +530,9 @@ def _requeue_interrupted(study: optuna.Study, number: int) -> None:
     for a dead worker) so that continuing the study resumes its runs from their last.pt."""
     trial = study.get_trials(deepcopy=True)[number]
     if trial.state == TrialState.FAIL:
-        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 def _report_trial(trial: FrozenTrial, settings: StudySettings) -> None:
