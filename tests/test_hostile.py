@@ -120,6 +120,10 @@ def cases(run: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
                                                   "--trajectories", "1", "--seed", BEYOND_64_BITS], 2,
                                                  ("--seed must be <=",)),
         # checked too late: each of these trained, or created a study, before refusing
+        "late-train-init-missing": (["train", *TRAIN, "--init", "nowhere", "--out", "new"], 2,
+                                    ("no checkpoint at nowhere",)),
+        "late-train-init-not-a-checkpoint": (["train", *TRAIN, "--init", "arms-seed.toml", "--out", "new"], 2,
+                                             ("not a safemaml checkpoint",)),
         "late-compare-zero-trajectories": ([*COMPARE[:-4], "--trajectories", "0", "--out", "new"], 2,
                                            ("--trajectories must be >= 1",)),
         "late-compare-zero-repeats": ([*COMPARE[:-2], "--repeats", "0", "--out", "new"], 2,
@@ -136,6 +140,7 @@ def cases(run: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
         "late-study-enqueue-outside": (["study", "run", "new", *STUDY, "--enqueue", "eta=500", "--trials", "1"],
                                        2, ("outside the searched range",)),
         "late-study-continue-nothing": (["study", "run", "new", "--trials", "1"], 2, ("holds no study",)),
+        "late-study-show-nothing": (["study", "show", "new"], 2, ("holds no study.db",)),
         "late-study-heartbeat": (["study", "run", "new", *STUDY, "--heartbeat", "0", "--trials", "1"], 2,
                                  ("heartbeat",)),
         # accepted silently
@@ -149,8 +154,9 @@ def cases(run: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
                                            "--prune-every", "0", "--trials", "1"], 2, ("--prune-every must be >= 1",)),
         "silent-study-task-seed-negative": (["study", "run", "new", *SMALL[:-1], "--objective", "cvar",
                                              "--task-seed", "-1", "--trials", "1"], 2, ("--task-seed must be >= 0",)),
-        "silent-evaluate-huge-sample": (["evaluate", r, "--sample", "1000000000", "--out", "new"], 2,
-                                        ("at most 10000 tasks",)),
+        # the 1,000,000,000 is refused the same way; 20,000 keeps a planted bug from exhausting memory
+        "silent-evaluate-huge-sample": (["evaluate", r, "--sample", "20000", "--trajectories", "1", "--repeats", "1",
+                                         "--out", "new"], 2, ("at most 10000 tasks",)),
         "silent-compare-arm-changes-family": (["compare", *SMALL, "--arms", "arms-family.toml", "--out", "new"],
                                               2, ("arm 'other' changes tasks",)),
         "silent-compare-arm-sets-seed": (["compare", *SMALL, "--arms", "arms-seed.toml", "--out", "new"], 2,
@@ -391,6 +397,7 @@ def api_cases(run: str) -> dict:
         "evaluate-out-an-int": lambda: safemaml.evaluate(run, out=5),
         "evaluate-request-a-dict": lambda: safemaml.evaluate(run, request={"sample": 2}),
         "evaluate-task-seed-negative": lambda: safemaml.evaluate(run, task_seed=-1),
+        "evaluate-out-is-the-run": lambda: safemaml.evaluate(run, out=run, sample=1, trajectories=1, repeats=1),
         "load-run-none": lambda: safemaml.load_run(None),
         "load-run-an-int": lambda: safemaml.load_run(3),
     }

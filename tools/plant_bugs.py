@@ -20,13 +20,22 @@ LIVE_WORKER = "tests/test_study.py::test_a_worker_does_not_start_a_trial_another
 
 # (what, file, text, replacement, test files)
 BUGS = [
-    ("PID integral without anti-windup", "objectives/lagrangian.py",
-     "self.integral = max(0.0, self.integral + error)", "self.integral = self.integral + error",
+    ("PID integral without anti-windup", "objectives/multipliers.py",
+     "self.integral = max(0.0, self.integral + self.ki * error)", "self.integral = self.integral + self.ki * error",
      ["tests/test_objective_state.py"]),
-    ("PID integral not checkpointed", "objectives/lagrangian.py", '"integral": self.integral, ', "",
-     ["tests/test_objective_state.py"]),
-    ("PID previous violation not checkpointed", "objectives/lagrangian.py", ', "previous": self.previous', "",
-     ["tests/test_objective_state.py"]),
+    ("PID integral not checkpointed", "objectives/multipliers.py", '("value", "integral", "previous")',
+     '("value", "previous")', ["tests/test_objective_state.py"]),
+    ("PID previous violation not checkpointed", "objectives/multipliers.py", '("value", "integral", "previous")',
+     '("value", "integral")', ["tests/test_objective_state.py"]),
+    ("PID integral starts at 0 (lambda_0 forgotten after the first step)", "objectives/multipliers.py",
+     "self.integral = self.initial", "self.integral = 0.0", ["tests/test_multipliers.py"]),
+    ("old checkpoint's PID integral mapped without K_I", "objectives/lagrangian.py",
+     '"lambda.integral": self.ki * float(old["integral"])', '"lambda.integral": float(old["integral"])',
+     ["tests/test_multipliers.py"]),
+    ("lagrangian PID trials draw lambda_lr, not the gains", "objectives/lagrangian.py",
+     '        if update == "dual":\n            params["lambda_lr"]',
+     '        if True:\n            params["lambda_lr"]',
+     ["tests/test_search_spaces.py", "tests/test_study_space.py"]),
     ("objective state not restored on resume", "safemaml/runs/train.py",
      'learner.objective.load_state_dict(ckpt["objective"])', "pass", ["tests/test_objective_state.py"]),
     ("direction reward ignores the direction", "safemaml/tasks/locomotion.py",
@@ -86,11 +95,71 @@ BUGS = [
      ["tests/test_study.py::test_enqueued_points_run_first_and_are_not_queued_twice"]),
 ]
 
+# Issue 25's hostile pass (tests/test_hostile.py): each check taken out again, one per class and command.
+H = "tests/test_hostile.py::"
+REFUSED = H + "test_bad_request_is_one_line_and_writes_nothing"
+BUGS += [(f"hostile: {what}", path, text, replacement, tests) for what, path, text, replacement, tests in [
+    ("compare continues another request in its OUT (overwrite)", "safemaml/runs/compare_request.py",
+     "if stored != request:", "if False:", [H + "test_compare_refuses_another_request_into_its_folder"]),
+    ("compare trusts a folder from before the request file (overwrite)", "safemaml/runs/compare_request.py",
+     "_check_legacy(out, request)", "pass", [H + "test_compare_checks_a_folder_made_before_the_request_file"]),
+    ("compare checks the evaluation after training (late)", "safemaml/runs/compare_request.py",
+     "    check_evaluation(evaluation)\n", "", [REFUSED + "[late-compare-zero-trajectories]"]),
+    ("compare lets an arm change the task family (silent)", "safemaml/runs/compare_request.py",
+     "if data[key] != base[key]:", "if False:", [REFUSED + "[silent-compare-arm-changes-family]"]),
+    ("compare --seeds -1 0 joined into --seeds=-1 (message)", "safemaml/cli/main.py",
+     "and not PLAIN_NEGATIVE.match(token)):", "and True):", [REFUSED + "[message-compare-negative-seed-in-a-list]"]),
+    ("train seed beyond 64 bits (traceback)", "safemaml/config.py", "if self.seed > MAX_SEED:", "if False:",
+     [REFUSED + "[traceback-train-seed-beyond-64-bits]"]),
+    ("sample seed beyond 64 bits (traceback)", "safemaml/cli/main.py", 'seed_arg(args.seed, "--seed")', "pass",
+     [REFUSED + "[traceback-sample-seed-beyond-64-bits]"]),
+    ("study infinite --search bound (traceback)", "safemaml/studies/study.py",
+     "study_checks.finite_bounds(item, low, high)", "pass", [REFUSED + "[traceback-study-infinite-bound]"]),
+    ("study --sampler-seed unbounded (traceback)", "safemaml/studies/checks.py",
+     'optional(int_arg, sampler_seed, "--sampler-seed", 0, MAX_SAMPLER_SEED)', "pass",
+     [REFUSED + "[traceback-study-sampler-seed]"]),
+    ("study evaluation checked in the trial (late)", "safemaml/studies/study.py",
+     "study_checks.evaluation(evaluation, family)", "pass", [REFUSED + "[late-study-sample-zero]"]),
+    ("study --init checked in the trial (late)", "safemaml/studies/study.py", "study_checks.init(cfg)", "pass",
+     [REFUSED + "[late-study-init-missing]"]),
+    ("study continued where none is, after making study.db (late)", "safemaml/cli/study.py",
+     "study_checks.storage_before_open(Path(args.dir), args.storage, given, args.heartbeat, args.grace)", "pass",
+     [REFUSED + "[late-study-continue-nothing]"]),
+    ("study duplicate --search names (silent)", "safemaml/studies/checks.py",
+     "if name in (inside if separator else seen):", "if False:", [REFUSED + "[silent-study-duplicate-search]"]),
+    ("study --prune-every 0 (silent)", "safemaml/studies/checks.py", '"--prune-every", 1)', '"--prune-every", 0)',
+     [REFUSED + "[silent-study-prune-every-zero]"]),
+    ("study Ctrl-C's last line is the run's train --resume (message)", "safemaml/studies/study.py",
+     'raise KeyboardInterrupt(f"interrupted; finished trials are saved. Continue with: {hint}") from None',
+     "raise", [H + "test_ctrl_c_in_a_study_trial_says_to_continue_the_study"]),
+    ("evaluate --sample unbounded (silent)", "safemaml/runs/evaluate.py", "if count > MAX_GRID_TASKS:", "if False:",
+     [REFUSED + "[silent-evaluate-huge-sample]"]),
+    ("evaluate --out may be the run (overwrite)", "safemaml/runs/evaluate.py", "    check_evaluation_out(run, out)",
+     "    pass", [REFUSED + "[overwrite-evaluate-out-is-the-run]"]),
+    ("evaluate reads a damaged rounds file (traceback)", "safemaml/runs/evaluate.py",
+     "    except Exception:  # a damaged file", "    except (OSError, ValueError, KeyError):  # a damaged file",
+     [H + "test_a_truncated_rounds_file_is_sampled_again_to_the_same_evaluation"]),
+    ("resume pads a metrics.csv reduced to its header (silent)", "safemaml/runs/integrity.py",
+     "if len(rows) < done:", "if False:", [H + "test_resume_refuses_metrics_it_would_pad_or_cut"]),
+    ("resume keeps a row cut before last.pt (silent)", "safemaml/runs/integrity.py",
+     "if not complete or iteration != len(rows):", "if iteration != len(rows):",
+     [H + "test_resume_refuses_metrics_cut_before_last_pt_and_names_the_checkpoint"]),
+    ("resume trains with a config.toml that is not last.pt's (silent)", "safemaml/runs/integrity.py",
+     "    if keys:\n", "    if False:\n", [H + "test_resume_refuses_a_config_toml_that_is_not_last_pts"]),
+    ("report draws a row cut in the middle (traceback)", "safemaml/runs/rundir.py",
+     "if None in row.values() or None in row:", "if False:",
+     [H + "test_report_refuses_a_row_cut_in_the_middle_and_a_foreign_table"]),
+    ("API: safemaml.train(config, 42) (TypeError)", "safemaml/api.py", 'out = optional(path_arg, out, "out")',
+     "out = out", [H + "test_api_raises_safemaml_error_for_any_bad_argument[train-out-an-int]"]),
+    ("API: evaluate(grid=tuple) (AttributeError)", "safemaml/checks.py", 'optional(str_arg, request.grid, "grid")',
+     "None", [H + "test_api_raises_safemaml_error_for_any_bad_argument[evaluate-grid-a-tuple]"]),
+]]
+
 # mutmut switches mutants at call time, after the modules are imported, so it cannot measure code that runs
 # only at import (here `state()`, the dataclass-field factory of objective state): its 8 mutants, by hand.
 _STATE_FIELD = 'dataclasses.field(default=default, metadata={"state": True})'
 _STATE_TEST = ["tests/test_objectives.py::test_state_fields_start_at_zero_and_are_not_parameters"]
-IMPORT_TIME = [(f"state() mutant {i}", "objectives/base.py", text, replacement, _STATE_TEST)
+IMPORT_TIME = [(f"state() mutant {i}", "safemaml/engine/objective.py", text, replacement, _STATE_TEST)
                for i, (text, replacement) in enumerate([
                    ("def state(default: float = 0.0)", "def state(default: float = 1.0)"),
                    (_STATE_FIELD, _STATE_FIELD.replace("default=default", "default=None")),
