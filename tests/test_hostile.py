@@ -141,6 +141,11 @@ def cases(run: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
                                        2, ("outside the searched range",)),
         "late-study-continue-nothing": (["study", "run", "new", "--trials", "1"], 2, ("holds no study",)),
         "late-study-show-nothing": (["study", "show", "new"], 2, ("holds no study.db",)),
+        "late-study-show-storage-missing": (["study", "show", "new", "--storage", "sqlite:///none.db"], 2,
+                                            ("no such file",)),
+        "late-study-show-journal-missing": (["study", "show", "new", "--storage", "none.log"], 2, ("no such file",)),
+        "late-study-run-journal-folder-missing": (["study", "run", "new", *STUDY, "--trials", "1", "--storage",
+                                                   "nowhere/j.log"], 2, ("does not exist",)),
         "late-study-heartbeat": (["study", "run", "new", *STUDY, "--heartbeat", "0", "--trials", "1"], 2,
                                  ("heartbeat",)),
         # accepted silently
@@ -176,30 +181,25 @@ def cases(run: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
     }
 
 
-@pytest.fixture(scope="module")
-def refused(made, tmp_path_factory):
-    """Every case of `cases`, run in one folder; id -> (result, files before, files after)."""
-    root = tmp_path_factory.mktemp("refused")
-    (root / "arms-family.toml").write_text('[arms.maml]\nobjective.name = "maml"\n[arms.other]\ntasks = "bandit"\n')
-    (root / "arms-seed.toml").write_text('[arms.maml]\nobjective.name = "maml"\n[arms.other]\nseed = 3\n')
-    (root / "work").mkdir()
-    (root / "work" / "notes.txt").write_text("mine\n")
-    out = {}
-    for name, (args, _, _) in cases(made / "run").items():
-        before = snapshot(made), snapshot(root)
-        result = run_main(*args, cwd=root)
-        out[name] = (result, before, (snapshot(made), snapshot(root)))
-    return root, out
+@pytest.fixture
+def refusal_folder(tmp_path) -> Path:
+    """The files the cases read (arms files, a folder of someone's work), in this test's own folder."""
+    (tmp_path / "arms-family.toml").write_text('[arms.maml]\nobjective.name = "maml"\n[arms.other]\ntasks = "bandit"\n')
+    (tmp_path / "arms-seed.toml").write_text('[arms.maml]\nobjective.name = "maml"\n[arms.other]\nseed = 3\n')
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "notes.txt").write_text("mine\n")
+    return tmp_path
 
 
 @pytest.mark.parametrize("case", list(cases(Path("/x/run"))))
-def test_bad_request_is_one_line_and_writes_nothing(made, refused, case):
-    root, out = refused
-    _, code, fragments = cases(made / "run")[case]
-    result, before, after = out[case]
+def test_bad_request_is_one_line_and_writes_nothing(made, refusal_folder, case):
+    root = refusal_folder
+    args, code, fragments = cases(made / "run")[case]
+    before = snapshot(made), snapshot(root)
+    result = run_main(*args, cwd=root)
     one_line(result, code, *fragments)
     assert "Trial" not in result[2]  # no Optuna warning about failed trials: no trial was started
-    assert after == before and not (root / "new").exists()
+    assert (snapshot(made), snapshot(root)) == before and not (root / "new").exists()
 
 
 # ---- compare: another request into the same OUT ------------------------------------------------------

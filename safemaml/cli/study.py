@@ -108,7 +108,12 @@ def _open(args: argparse.Namespace, heartbeat: int = 10, grace: int = 30):
     directory = Path(args.dir)
     if args.storage is None and args.study_command == "show" and not (directory / "study.db").is_file():
         raise SafeMamlError(f"{directory} holds no study.db; give --storage URL for a study kept elsewhere")
-    directory.mkdir(parents=True, exist_ok=True)
+    from safemaml.studies import checks as study_checks
+
+    show = args.study_command == "show"
+    study_checks.storage_reachable(args.storage, show, None if show else directory)  # before any file is made
+    if args.study_command == "run":  # `show` makes DIR only for its output, once the study is found
+        directory.mkdir(parents=True, exist_ok=True)
     return directory, open_storage(storage_url(directory, args.storage), heartbeat, grace)
 
 
@@ -176,6 +181,7 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     directory, storage = _open(args)
     name = args.study_name or directory.resolve().name
     study, settings = load_or_create(storage, name, None)
+    (Path(args.out) if args.out else directory).mkdir(parents=True, exist_ok=True)
     print(show(study, settings, Path(args.out) if args.out else directory), end="")
     return 0
 

@@ -83,3 +83,19 @@ def storage_before_open(directory: Path, storage: str | None, settings_given: bo
     if storage is None and not settings_given and not (directory / "study.db").is_file():
         raise SafeMamlError(f"{directory} holds no study to continue; start one with `safemaml study run "
                             f"{directory} --objective O ...` (or give --storage URL for a study kept elsewhere)")
+
+
+def storage_reachable(storage: str | None, must_exist: bool, directory: Path | None = None) -> None:
+    """A --storage that names a file: its folder exists (or is `directory`, which `study run` makes), and (to show
+    a study) the file itself, so that neither an empty SQLite file nor a journal is created only to say that no
+    study is there."""
+    if storage is None:
+        return
+    path = Path(storage[len("sqlite:///"):]) if storage.startswith("sqlite:///") else \
+        None if "://" in storage else Path(storage)
+    if path is None:
+        return
+    if not path.parent.is_dir() and (directory is None or path.parent.resolve() != directory.resolve()):
+        raise SafeMamlError(f"--storage {storage}: folder {str(path.parent)!r} does not exist")
+    if must_exist and not path.is_file():
+        raise SafeMamlError(f"--storage {storage}: no such file, so no study to show")
