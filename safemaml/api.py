@@ -159,8 +159,11 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             return text
 
-    with path.open(newline="") as f:
-        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    try:
+        with path.open(newline="") as f:
+            return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (UnicodeDecodeError, csv.Error):  # a damaged file: one line naming it, not a codec's exception
+        raise SafeMamlError(f"{path} is not a CSV table (damaged or not text)") from None
 
 
 @dataclass
@@ -195,6 +198,8 @@ def load_run(path: str | Path) -> Run:
             data = json.loads(summary.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise SafeMamlError(f"{summary} is not a JSON summary") from None
+        if not isinstance(data, dict):
+            raise SafeMamlError(f"{summary} is not a JSON summary (not an object)")
         tasks = summary.parent / "tasks.csv"
         evaluations[summary.parent.name] = Evaluation(summary.parent, data,
                                                       _table(_read_csv(tasks)) if tasks.is_file() else None)

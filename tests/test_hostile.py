@@ -312,6 +312,17 @@ def test_resume_refuses_a_config_toml_that_is_not_last_pts(copy, tmp_path):
     assert snapshot(run) == before
 
 
+def test_evaluate_refuses_a_config_toml_that_is_not_last_pts(copy, tmp_path):
+    """The inner loop evaluated is config.toml's: an edited step size would measure another adaptation."""
+    run = copy("run")
+    text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(text.replace("fast_lr = 0.1", "fast_lr = 0.5"))
+    before = snapshot(run)
+    one_line(run_main("evaluate", "run", "--sample", "1", "--trajectories", "1", "--repeats", "1", cwd=tmp_path), 2,
+             "is not the config", "adapt.fast_lr: 0.1 in last.pt, 0.5 in config.toml")
+    assert snapshot(run) == before
+
+
 # ---- evaluate: a damaged rounds file is sampled again, exactly --------------------------------------------
 
 
@@ -411,6 +422,22 @@ def test_api_raises_safemaml_error_for_any_bad_argument(made, tmp_path, case):
     assert type(info.value) in (safemaml.SafeMamlError, safemaml.RunFault)
     assert "\n" not in str(info.value)
     assert snapshot(made / "run") == before and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda run: (run / "eval" / "tasks.csv").write_bytes(b"\xff\xfe" + bytes(range(256))), "not a CSV table"),
+    (lambda run: (run / "eval" / "summary.json").write_text("[1, 2]"), "not a JSON summary"),
+    (lambda run: (run / "eval" / "summary.json").write_text("{"), "not a JSON summary"),
+])
+def test_load_run_refuses_damaged_evaluation_files(copy, damage, message):
+    run = copy("run")
+    (run / "eval").mkdir()
+    (run / "eval" / "summary.json").write_text("{}")
+    (run / "eval" / "tasks.csv").write_text("task_index,mean_gamma\n0,1.0\n")
+    assert safemaml.load_run(run).evaluations["eval"].summary == {}
+    damage(run)
+    with pytest.raises(safemaml.SafeMamlError, match=message):
+        safemaml.load_run(run)
 
 
 def test_every_compare_request_field_is_in_its_record(copy):

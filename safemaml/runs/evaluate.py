@@ -34,7 +34,7 @@ from safemaml.engine.policy import PolicySpec, action_std
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler, Trajectories
 from safemaml.tasks import TaskFamily, get_family
-from safemaml.runs.integrity import check_evaluation_out, valid_rounds
+from safemaml.runs.integrity import check_config_matches_checkpoint, check_evaluation_out, valid_rounds
 from safemaml.runs.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
 from safemaml.engine.learner import derive_seed, policy_spec
 
@@ -230,6 +230,8 @@ def evaluate_run(run: Path, request: EvalRequest | None = None, out: Path | None
     if not folder.has_checkpoint():
         raise SafeMamlError(f"{run} has no finished iteration to evaluate (no last.pt)")
     ckpt = load_checkpoint(folder.last_path)
+    # the adaptation is config.toml's: one edited by hand would evaluate another inner loop than the run's
+    check_config_matches_checkpoint(folder.config_path.read_text(), ckpt, folder.path)
     check_params(ckpt["params"], policy_spec(cfg, family).init(0), folder.last_path)
     out = Path(out) if out else run / "eval"
     check_evaluation_out(run, out)  # never the run, a folder holding it, or a folder that is not an evaluation
