@@ -153,6 +153,16 @@ BUGS += [(f"hostile: {what}", path, text, replacement, tests) for what, path, te
      "out = out", [H + "test_api_raises_safemaml_error_for_any_bad_argument[train-out-an-int]"]),
     ("API: evaluate(grid=tuple) (AttributeError)", "safemaml/checks.py", 'optional(str_arg, request.grid, "grid")',
      "None", [H + "test_api_raises_safemaml_error_for_any_bad_argument[evaluate-grid-a-tuple]"]),
+    ("API: load_run of a damaged tasks.csv (UnicodeDecodeError)", "safemaml/api.py",
+     "except (UnicodeDecodeError, csv.Error):", "except csv.Error:", [H + "test_load_run_refuses_damaged_evaluation_files"]),
+    ("API: load_run of a summary that is not an object (silent)", "safemaml/api.py", "if not isinstance(data, dict):",
+     "if False:", [H + "test_load_run_refuses_damaged_evaluation_files"]),
+    ("evaluate with a config.toml that is not last.pt's (silent)", "safemaml/runs/evaluate.py",
+     "    check_config_matches_checkpoint(folder.config_path.read_text(), ckpt, folder.path)\n", "",
+     [H + "test_evaluate_refuses_a_config_toml_that_is_not_last_pts"]),
+    ("study show makes a missing storage file (late)", "safemaml/cli/study.py",
+     "study_checks.storage_reachable(args.storage, show, None if show else directory)", "pass",
+     [REFUSED + "[late-study-show-storage-missing]"]),
 ]]
 
 # mutmut switches mutants at call time, after the modules are imported, so it cannot measure code that runs
