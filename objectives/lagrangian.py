@@ -96,7 +96,16 @@ class Lagrangian(PenaltyObjective):
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
-        return {"beta": trial.suggest_float("beta", 0.05, 0.3), "delta": trial.suggest_float("delta", 0.05, 0.3),
-                "lambda_lr": trial.suggest_float("lambda_lr", 0.01, 10.0, log=True),
-                "tau": trial.suggest_float("tau", 0.02, 1.0, log=True),
-                "update": trial.suggest_categorical("update", ["dual", "pid"])}
+        """The update rule first, then only the parameters that act under it (Optuna's define-by-run): beta,
+        delta and tau always; lambda_lr under dual ascent; the gains K_P and K_I under PID (K_D, lambda_0 and
+        lambda_max are left at their values unless searched with --search)."""
+        update = trial.suggest_categorical("update", ["dual", "pid"])
+        params = {"update": update, "beta": trial.suggest_float("beta", 0.05, 0.3),
+                  "delta": trial.suggest_float("delta", 0.05, 0.3),
+                  "tau": trial.suggest_float("tau", 0.02, 1.0, log=True)}
+        if update == "dual":
+            params["lambda_lr"] = trial.suggest_float("lambda_lr", 0.01, 10.0, log=True)
+        else:
+            params["kp"] = trial.suggest_float("kp", 0.01, 10.0, log=True)
+            params["ki"] = trial.suggest_float("ki", 0.01, 10.0, log=True)
+        return params

@@ -232,6 +232,29 @@ def test_load_state_dict_refuses_unknown_and_missing_keys(name):
             objective.load_state_dict({k: v for k, v in good.items() if k != key})
 
 
+def test_state_fields_start_at_zero_and_are_not_parameters():
+    """`state()` marks a field as state: it starts at its default (0 unless given), the CLI and studies cannot set
+    it (not a parameter), and the base class's state_dict/load_state_dict carry it (as a float)."""
+    from objectives.base import state
+
+    @dataclasses.dataclass
+    class Counter(Maml):
+        name = "test-counter"
+        steps: float = state()
+        level: float = state(2.5)
+
+        def after_meta_step(self, metrics):
+            self.steps += 1
+
+    assert Counter.parameters() == {"beta": 0.1, "delta": 0.1}
+    counter = Counter()
+    assert counter.state_dict() == {"steps": 0.0, "level": 2.5}
+    counter.after_meta_step({})
+    restored = Counter()
+    restored.load_state_dict(counter.state_dict())
+    assert restored.steps == 1.0 and isinstance(restored.steps, float) and restored.level == 2.5
+
+
 def test_the_multiplier_state_is_not_a_parameter():
     """lambda_0 (`multiplier`) is a parameter; the running lambda and the PID's integral and previous violation
     are the multiplier component's state: the CLI and studies cannot set them, and they travel in state_dict

@@ -35,6 +35,7 @@ from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.measure.metrics import clopper_pearson_lower
 from safemaml.studies import checks as study_checks
+from safemaml.studies import space as study_space
 from safemaml.studies.settings import METRIC_NAMES, METRICS, SEED_KEYS, STUDY_EVALUATION, StudySettings
 
 SETTINGS_ATTR = "safemaml_settings"
@@ -49,35 +50,15 @@ def can_certify(evaluation: EvalRequest) -> bool:
     return bool(clopper_pearson_lower(repeats, repeats, 0.05) >= 1.0 - beta)
 
 
-class _SpaceRecorder:
-    """Stands in for an Optuna trial to read the distributions an objective's search_space declares."""
-
-    def __init__(self) -> None:
-        self.space: dict[str, BaseDistribution] = {}
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False):
-        self.space[name] = FloatDistribution(low, high, step=step, log=log)
-        return low
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False):
-        self.space[name] = IntDistribution(low, high, step=step, log=log)
-        return low
-
-    def suggest_categorical(self, name: str, choices):
-        self.space[name] = CategoricalDistribution(list(choices))
-        return choices[0]
-
-
-def declared_space(objective: str) -> dict[str, BaseDistribution]:
-    """The search space the objective declares (`Objective.search_space`), as Optuna distributions."""
+def declared_space(objective: str, fixed: dict[str, Any] | None = None) -> dict[str, BaseDistribution]:
+    """Every parameter the objective's search_space (define-by-run) draws in some trial, as Optuna distributions
+    (safemaml.studies.space); with `fixed`, in the trials those fixed values leave."""
     from objectives import available
 
     registry = available()
     if objective not in registry:
         raise SafeMamlError(f"unknown objective {objective!r}; known: {', '.join(registry)}")
-    recorder = _SpaceRecorder()
-    registry[objective].search_space(recorder)
-    return recorder.space
+    return study_space.declared(registry[objective].search_space, fixed)
 
 
 def parse_range(item: str) -> tuple[str, BaseDistribution]:
@@ -162,6 +143,8 @@ def resolve_space(objective: str, search: list[str], fix: list[str],
                                 f"it has: {', '.join(sorted(known))}")
     for name in fixed:
         space.pop(name, None)
+    space = study_space.reachable(available()[objective].search_space, space,
+                                  {k: v for k, v in fixed.items() if not is_config_key(k)}, searched=list(searched))
     if not space:
         raise SafeMamlError(f"objective {objective!r} (--objective, else the config's) declares nothing to search "
                             "here; give --objective lagrangian|cvar|quantile, or --search NAME=LOW:HIGH "
@@ -376,17 +359,16 @@ class TrialFailed(Exception):
     """A trial that could not finish (a diverged training): FAIL, with the reason on the trial."""
 
 
-def suggest(trial: Trial, distributions: dict[str, BaseDistribution]) -> dict[str, Any]:
-    """Draw every parameter of the space from the trial (a retried trial gets its original's values)."""
-    params: dict[str, Any] = {}
-    for name, d in distributions.items():
-        if isinstance(d, FloatDistribution):
-            params[name] = trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
-        elif isinstance(d, IntDistribution):
-            params[name] = trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
-        else:
-            params[name] = trial.suggest_categorical(name, d.choices)
-    return params
+def suggest(trial: Trial, settings: StudySettings) -> dict[str, Any]:
+    """The trial's parameters, define-by-run: those the objective's search_space asks for in this trial's branch
+    (e.g. lambda_lr only under dual ascent), each from the study's distribution, then the other names the study
+    searches (safemaml.studies.space.draw). A retried trial gets its original's values."""
+    from objectives import available
+
+    base = settings.base
+    cls = available()[base.objective_name]
+    return study_space.draw(trial, settings.distributions, cls.search_space,
+                            {**cls.parameters(), **base.objective_params})
 
 
 def run_directory(directory: Path, trial: Trial | FrozenTrial, seed: int) -> Path:
@@ -423,7 +405,7 @@ def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: st
     """Train every seed with the trial's parameters, evaluate each, set values, attributes and constraint."""
     from safemaml.runs.train import train_or_resume
 
-    params = suggest(trial, settings.distributions)
+    params = suggest(trial, settings)
     base = config_io.override(settings.base, {"device": device, **{
         k if is_config_key(k) else f"objective.{k}": v for k, v in params.items()}})
     runs = {seed: run_directory(directory, trial, seed) for seed in settings.seeds}
