@@ -361,6 +361,21 @@ def test_report_draws_a_run_whose_last_row_is_being_written(copy, tmp_path):
     assert run_main("report", "run", "--out", "a.png", cwd=tmp_path)[0] == 0
 
 
+def test_a_request_beyond_memory_is_a_one_line_fault(made, tmp_path):
+    """10^8 trajectories per round: the allocation fails (here under a 6 GB address-space limit, as on a machine
+    without the memory) and the command says so in one line, exit 1, with nothing written."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    result = subprocess.run([sys.executable, "-m", "safemaml.cli.main", "evaluate", str(made / "run"), "--sample", "1",
+                             "--repeats", "1", "--trajectories", str(10**8), "--out", "new"], cwd=tmp_path,
+                            capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    one_line((result.returncode, result.stdout, result.stderr), 1, "not enough memory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no OUT, OUT.tmp or rounds file left
+
+
 # ---- study: Ctrl-C in a trial says how to continue the study ------------------------------------------------
 
 
