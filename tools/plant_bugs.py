@@ -160,6 +160,8 @@ BUGS += [(f"hostile: {what}", path, text, replacement, tests) for what, path, te
     ("evaluate with a config.toml that is not last.pt's (silent)", "safemaml/runs/evaluate.py",
      "    check_config_matches_checkpoint(folder.config_path.read_text(), ckpt, folder.path)\n", "",
      [H + "test_evaluate_refuses_a_config_toml_that_is_not_last_pts"]),
+    ("a request beyond memory (traceback)", "safemaml/cli/main.py", "    except MemoryError:",
+     "    except ZeroDivisionError:", [H + "test_a_request_beyond_memory_is_a_one_line_fault"]),
     ("study show makes a missing storage file (late)", "safemaml/cli/study.py",
      "study_checks.storage_reachable(args.storage, show, None if show else directory)", "pass",
      [REFUSED + "[late-study-show-storage-missing]"]),
