@@ -172,6 +172,11 @@ def cases(run: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
         "message-objectives-extra-argument": (["objectives", "extra"], 2, ("unknown argument extra",)),
         "message-tasks-extra-option": (["tasks", "--all"], 2, ("unknown option --all",)),
         # a result overwritten
+        "overwrite-train-over-another-run": (["train", *TRAIN, "--checkpoint-every", "1", "--meta-batch-size", "3",
+                                              "--out", r], 2,
+                                             ("made with other settings", "meta_batch_size: 2 in the run, 3 in")),
+        "message-train-over-its-own-run": (["train", *TRAIN, "--checkpoint-every", "1", "--iterations", "4", "--out",
+                                            r], 2, ("already holds a run", f"train --resume {r} --iterations 4")),
         "overwrite-evaluate-out-is-the-run": (["evaluate", r, "--out", r, "--trajectories", "1", "--repeats", "1",
                                                "--sample", "1"], 2, ("is the run folder or holds it",)),
         "overwrite-evaluate-out-holds-the-run": (["evaluate", r, "--out", str(run.parent), "--trajectories", "1",

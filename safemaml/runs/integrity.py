@@ -95,15 +95,23 @@ def check_config_matches_checkpoint(config_text: str, checkpoint: dict[str, Any]
     saved = checkpoint.get("config")
     if not isinstance(saved, str):
         return  # a checkpoint from before checkpoints held their config
-    ours = _flat(config_io.to_dict(_parse(config_text, run / "config.toml")))
-    theirs = _flat(config_io.to_dict(_parse(saved, run / "last.pt")))
-    keys = sorted(k for k in ours.keys() | theirs.keys()
-                  if k not in ("iterations", "device") and ours.get(k) != theirs.get(k))
-    if keys:
-        more = "" if len(keys) == 1 else f" and {len(keys) - 1} more"
-        raise SafeMamlError(f"{run / 'config.toml'} is not the config {run / 'last.pt'} was trained with ({keys[0]}: "
-                            f"{theirs.get(keys[0])} in last.pt, {ours.get(keys[0])} in config.toml{more}); put the "
-                            "run's own config.toml back (last.pt holds it under 'config')")
+    ours = config_io.to_dict(_parse(config_text, run / "config.toml"))
+    theirs = config_io.to_dict(_parse(saved, run / "last.pt"))
+    differ = config_difference(theirs, ours, ("last.pt", "config.toml"))
+    if differ:
+        raise SafeMamlError(f"{run / 'config.toml'} is not the config {run / 'last.pt'} was trained with ({differ}); "
+                            "put the run's own config.toml back (last.pt holds it under 'config')")
+
+
+def config_difference(old: dict[str, Any], new: dict[str, Any], names: tuple[str, str] = ("", "")) -> str:
+    """The first setting two configs differ in, iterations and device aside, as `key: A in OLD, B in NEW` (empty
+    when they agree)."""
+    a, b = _flat(old), _flat(new)
+    keys = sorted(k for k in a.keys() | b.keys() if k not in ("iterations", "device") and a.get(k) != b.get(k))
+    if not keys:
+        return ""
+    more = "" if len(keys) == 1 else f" and {len(keys) - 1} more"
+    return f"{keys[0]}: {a.get(keys[0])} in {names[0] or 'the run'}, {b.get(keys[0])} in {names[1] or 'this request'}{more}"
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -97,8 +97,17 @@ def _open(run: RunDir, cfg: TrainConfig, resume: bool, progress: Progress) -> tu
     learner = new_learner(cfg)
     if not resume:
         if run.has_checkpoint():
+            try:
+                saved = run.read_config()
+                differ = integrity.config_difference(config_io.to_dict(saved), config_io.to_dict(cfg))
+            except SafeMamlError:  # a damaged config.toml: the refusal below still holds
+                saved, differ = cfg, ""
+            if differ:  # another request: name the difference (a rerun of this one is told how to continue)
+                raise SafeMamlError(f"{run} already holds a run made with other settings ({differ}); choose "
+                                    "another --out")
+            further = f" --iterations {cfg.iterations}" if cfg.iterations != saved.iterations else ""
             raise SafeMamlError(f"{run} already holds a run; continue it with `safemaml train --resume "
-                                f"{shlex.quote(str(run))}` or choose another --out")
+                                f"{shlex.quote(str(run))}{further}` or choose another --out")
         _refuse_foreign(run)
         return learner, 0
     if not run.has_checkpoint():  # it never finished an iteration: start it again with its config
