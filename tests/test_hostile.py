@@ -405,6 +405,20 @@ def test_ctrl_c_in_a_study_trial_says_to_continue_the_study(tmp_path):
     assert "train --resume" not in err
 
 
+@pytest.mark.parametrize("stored", ["{not json", '{"config": {}}', "[1, 2]"])
+def test_a_study_with_damaged_stored_settings_is_one_line(tmp_path, stored):
+    import optuna
+
+    (tmp_path / "s").mkdir()
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}",
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("safemaml_settings", stored)
+    before = snapshot(tmp_path)
+    one_line(run_main("study", "show", "s", cwd=tmp_path), 2, "stored safemaml settings are damaged")
+    one_line(run_main("study", "run", "s", "--trials", "1", cwd=tmp_path), 2, "stored safemaml settings are damaged")
+    assert snapshot(tmp_path) == before
+
+
 # ---- the Python API: SafeMamlError for any bad argument ---------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from safemaml import config as config_io
 from safemaml.config import EvalRequest, TrainConfig, option
+from safemaml.errors import SafeMamlError
 from safemaml.measure import schema
 
 if TYPE_CHECKING:
@@ -66,7 +67,12 @@ class StudySettings:
 
     @classmethod
     def from_json(cls, text: str) -> StudySettings:
-        data = json.loads(text)
-        return cls(config=data["config"], space=data["space"], seeds=tuple(data["seeds"]),
-                   evaluation=dataclasses.replace(STUDY_EVALUATION, **data["evaluation"]), metric=data["metric"],
-                   prune_every=data["prune_every"])
+        """The stored settings; a one-line SafeMamlError where they are damaged (not what to_json writes)."""
+        try:
+            data = json.loads(text)
+            return cls(config=data["config"], space=data["space"], seeds=tuple(data["seeds"]),
+                       evaluation=dataclasses.replace(STUDY_EVALUATION, **data["evaluation"]), metric=data["metric"],
+                       prune_every=data["prune_every"])
+        except (ValueError, KeyError, TypeError):
+            raise SafeMamlError("the study's stored safemaml settings are damaged (not what safemaml writes); "
+                                "start the study again in another DIR") from None
