@@ -25,6 +25,9 @@ DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 # TRPO's curvature choices (safemaml.engine.curvature.make_fvp builds each).
 CURVATURES = ("analytic", "exact", "gauss-newton", "adapted-fisher")
+# TRPO's CG preconditioners and step-length measures (safemaml.engine.metaopt.trpo_step applies each).
+CG_PRECONDITIONERS = ("none", "fisher-diagonal")
+CG_STEP_LENGTHS = ("product", "residual")
 
 
 def option(default: Any, help: str, **cli: Any) -> Any:
@@ -68,6 +71,12 @@ class MetaOptConfig:
     lr: float = option(1e-3, "Adam's learning rate (Adam only)")
     fvp_subsample: float = option(1.0, "fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)")
     curvature: str = option("analytic", "TRPO's curvature (safemaml.engine.curvature)", choices=CURVATURES)
+    cg_precondition: str = option("none", "TRPO's CG preconditioner: none (plain CG, the paper's) or "
+                                  "fisher-diagonal (the diagonal of the adapted policies' Fisher)",
+                                  choices=CG_PRECONDITIONERS)
+    cg_step_length: str = option("product", "TRPO's d'Fd for the step length: product (one more curvature "
+                                 "product, the paper's) or residual (from CG's residual, no product)",
+                                 choices=CG_STEP_LENGTHS)
 
     def __post_init__(self) -> None:
         if self.name not in ("trpo", "adam"):
@@ -77,6 +86,12 @@ class MetaOptConfig:
                 raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
         if self.curvature not in CURVATURES:
             raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; known: {', '.join(CURVATURES)}")
+        if self.cg_precondition not in CG_PRECONDITIONERS:
+            raise SafeMamlError(f"unknown meta.cg_precondition {self.cg_precondition!r}; "
+                                f"known: {', '.join(CG_PRECONDITIONERS)}")
+        if self.cg_step_length not in CG_STEP_LENGTHS:
+            raise SafeMamlError(f"unknown meta.cg_step_length {self.cg_step_length!r}; "
+                                f"known: {', '.join(CG_STEP_LENGTHS)}")
         if not 0 < self.fvp_subsample <= 1:
             raise SafeMamlError(f"meta.fvp_subsample must be in (0, 1], got {self.fvp_subsample}")
         if self.cg_damping < 0 or self.cg_iters < 1 or self.ls_max_steps < 1:

@@ -34,7 +34,7 @@ from safemaml.engine.adapt import inner_loss
 
 from safemaml.config import AdaptConfig
 from safemaml.engine.fisher import _block_hvp, _per_task_copy, curvature_data, jfj_product, maml_fvp
-from safemaml.engine.mlp_curvature import analytic_fvp
+from safemaml.engine.mlp_curvature import analytic_fvp, fisher_diagonal, record
 from safemaml.engine.policy import Params, PolicySpec, mean_action
 
 FVP = Callable[[Tensor], Tensor]
@@ -99,3 +99,15 @@ def make_fvp(curvature: str, spec: PolicySpec, cfg: AdaptConfig, theta0: Params,
     if curvature == "analytic":
         return analytic_fvp(spec, cfg, theta0, data, subsample)
     return gauss_newton_fvp(spec, cfg, theta0, data, subsample, adaptation_jacobian=curvature == "gauss-newton")
+
+
+def adapted_fisher_diagonal(spec: PolicySpec, theta0: Params, data, subsample: float = 1.0) -> Tensor:
+    """The diagonal of the `adapted-fisher` curvature (sum_T F_T, J_T = I), flat in theta0's layout.
+
+    One forward pass of the adapted policies over the post-update data and a few backward passes
+    (safemaml.engine.mlp_curvature.fisher_diagonal): a fraction of one exact product. TRPO divides by
+    it to precondition CG (meta.cg_precondition = "fisher-diagonal"), which changes only the direction.
+    """
+    _, _, post = curvature_data(data, subsample)
+    diagonal = fisher_diagonal(record(spec, data.sampling_params, post.obs.flatten(1, 2)), post.mask.flatten(1, 2))
+    return torch.cat([diagonal[k].reshape(-1).to(theta0[k].dtype) for k in theta0])

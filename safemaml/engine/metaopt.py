@@ -15,6 +15,7 @@ from torch import Tensor
 
 from safemaml.config import MetaOptConfig
 from safemaml.engine.policy import Params
+from safemaml.errors import SafeMamlError
 
 Evaluate = Callable[[Params], tuple[Tensor, Tensor]]
 
@@ -56,6 +57,64 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int
     return x
 
 
+def preconditioned_cg(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int,
+                      precondition: Callable[[Tensor], Tensor] | None = None, rtol: float = 0.0,
+                      flexible: bool = False, tol: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """Solve A x = b by preconditioned conjugate gradient; returns x and its residual b - A x.
+
+    `precondition(r)` applies M^-1 for an SPD M that resembles A: CG then runs on M^-1/2 A M^-1/2, whose
+    eigenvalues cluster when M captures A's scales, so fewer products of A reach the same accuracy
+    (Saad, Iterative Methods for Sparse Linear Systems, 2nd ed., Alg. 9.1). With no preconditioner the
+    iterates are those of `conjugate_gradient`, bit for bit. `flexible` takes beta = z'.(r' - r) / z.r,
+    which keeps each direction A-conjugate to the one before when M^-1 is itself an inexact solve that
+    varies between iterations (flexible CG: Notay, SIAM J. Sci. Comput. 22(4), 2000). It stops once
+    |r|^2 < tol (as `conjugate_gradient`) or |r| <= rtol |b|.
+
+    The residual is CG's recursive one, equal to b - A x up to rounding, so x.(b - r) gives x^T A x
+    without another product (TRPO's step length).
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    z = r if precondition is None else precondition(r)
+    p, rz = z.clone(), r @ z
+    limit = rtol * rtol * (b @ b)
+    for _ in range(iters):
+        Ap = matvec(p)
+        alpha = rz / (p @ Ap)
+        x = x + alpha * p
+        r_old, r = r, r - alpha * Ap
+        rr = r @ r
+        if rr < tol or rr <= limit:  # on CUDA a host synchronisation per iteration, as conjugate_gradient's
+            break
+        z = r if precondition is None else precondition(r)
+        rz_new = r @ z
+        beta = (rz_new - z @ r_old) / rz if flexible else rz_new / rz
+        p = z + beta * p
+        rz = rz_new
+    return x, r
+
+
+def jacobi(diagonal: Tensor) -> Callable[[Tensor], Tensor]:
+    """r -> r / diagonal, the preconditioner M = diag(diagonal); entries <= 0 are left unscaled."""
+    scale = torch.where(diagonal > 0, diagonal, torch.ones_like(diagonal))
+    return lambda r: r / scale
+
+
+PRECONDITIONER_FLOOR = 0.1  # meta.cg_precondition = "fisher-diagonal": M = diag(F) + (0.1 mean diag(F) + c) I
+
+
+def fisher_preconditioner(diagonal: Tensor, damping: float,
+                          floor: float = PRECONDITIONER_FLOOR) -> Callable[[Tensor], Tensor]:
+    """Jacobi with a floor: M = diag(d) + (floor * mean(d) + damping) I for the diagonal d of a curvature.
+
+    The floor keeps CG from dividing by near-zero diagonal entries (parameters the adapted policies barely
+    use, such as units inactive on the post-update data): there the curvature's quadratic model of the KL
+    fails a little away from theta (units switch on), so long steps in them cost TRPO's line search
+    backtracks. benchmarks/cg_direction.py measures both (floor 0 and 0.1).
+    """
+    return jacobi(diagonal + (floor * diagonal.mean() + damping))
+
+
 def autograd_fvp(theta: Params, kl: Tensor) -> Callable[[Tensor], Tensor]:
     """Hessian-vector products of `kl` in theta by double backward (the general reference)."""
     kl_grad = _flat(torch.autograd.grad(kl, list(theta.values()), create_graph=True))
@@ -67,14 +126,19 @@ def autograd_fvp(theta: Params, kl: Tensor) -> Callable[[Tensor], Tensor]:
 
 
 def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
-              make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None
-              ) -> tuple[Params, dict[str, float]]:
+              make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None,
+              make_diagonal: Callable[[Params], Tensor] | None = None) -> tuple[Params, dict[str, float]]:
     """One TRPO step: natural gradient by CG on Fisher-vector products (Hessian of the KL
     through the adaptation), scaled to max_kl, then a backtracking line search that accepts
     the first candidate whose loss improves with KL <= max_kl (else keeps theta).
 
     `make_fvp(theta)` may supply a faster exact product (safemaml.engine.fisher); by default the KL
-    returned by `evaluate` is differentiated twice.
+    returned by `evaluate` is differentiated twice. With cfg.cg_precondition = "fisher-diagonal",
+    `make_diagonal(theta)` supplies the diagonal of a curvature like the product's (the adapted
+    policies' Fisher, safemaml.engine.curvature.adapted_fisher_diagonal) and CG is preconditioned by it
+    (fisher_preconditioner). With cfg.cg_step_length = "residual" the step length takes d'(F + cI)d
+    from CG's residual instead of one more product. Either changes only the direction and its length:
+    the line search still judges the exact loss and KL.
     """
     theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     loss, kl = evaluate(theta)
@@ -85,13 +149,30 @@ def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
         return hessian_product(v) + cfg.cg_damping * v
 
     g = _flat(grads).detach()
-    direction = conjugate_gradient(fvp, g, cfg.cg_iters)
-    dfd, old_loss, grad_norm = _to_host(direction @ fvp(direction), loss, g.norm())
+    precondition = None
+    if cfg.cg_precondition == "fisher-diagonal":
+        if make_diagonal is None:
+            raise SafeMamlError(f"meta.cg_precondition = {cfg.cg_precondition!r} needs the curvature's diagonal")
+        precondition = fisher_preconditioner(make_diagonal(theta), cfg.cg_damping)
+    direction, residual = preconditioned_cg(fvp, g, cfg.cg_iters, precondition)  # plain CG without one
+    if cfg.cg_step_length == "residual":
+        curvature = direction @ (g - residual)  # d'(F + cI)d, as residual = g - (F + cI)d
+    else:
+        curvature = direction @ fvp(direction)
+    dfd, old_loss, grad_norm = _to_host(curvature, loss, g.norm())
     shs = 0.5 * dfd
     step = direction * math.sqrt(cfg.max_kl / max(shs, 1e-12))
+    new_params, searched = line_search(theta, evaluate, step, old_loss, cfg)
+    return new_params, {"loss_before": old_loss, "grad_norm": grad_norm, **searched}
+
+
+def line_search(theta: Params, evaluate: Evaluate, step: Tensor, old_loss: float,
+                cfg: MetaOptConfig) -> tuple[Params, dict[str, float]]:
+    """TRPO's backtracking line search: the first theta - ratio^i step (i = 0, 1, ...) whose loss is below
+    old_loss with KL <= max_kl, or theta itself when none is; with what it found (ls_steps, accepted, kl,
+    loss_after)."""
     base = _flat(theta.values()).detach()
-    info = {"loss_before": old_loss, "grad_norm": grad_norm, "ls_steps": float(cfg.ls_max_steps),
-            "accepted": 0.0, "kl": 0.0, "loss_after": old_loss}
+    info = {"ls_steps": float(cfg.ls_max_steps), "accepted": 0.0, "kl": 0.0, "loss_after": old_loss}
     for i in range(cfg.ls_max_steps):
         candidate = _unflat(base - cfg.ls_backtrack_ratio ** i * step, theta)
         with torch.no_grad():
@@ -112,10 +193,11 @@ class MetaOptimizer:
         self.steps = 0
 
     def step(self, params: Params, evaluate: Evaluate,
-             make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None) -> tuple[Params, dict[str, float]]:
+             make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None,
+             make_diagonal: Callable[[Params], Tensor] | None = None) -> tuple[Params, dict[str, float]]:
         self.steps += 1
         if self.cfg.name == "trpo":
-            return trpo_step(params, evaluate, self.cfg, make_fvp)
+            return trpo_step(params, evaluate, self.cfg, make_fvp, make_diagonal)
         return self._adam(params, evaluate)
 
     def _adam(self, params: Params, evaluate: Evaluate, b1: float = 0.9, b2: float = 0.999,

@@ -148,6 +148,38 @@ def kl_fisher(tape: Tape, mask: Tensor) -> Callable[[Params], Params]:
     return product
 
 
+def fisher_diagonal(tape: Tape, mask: Tensor) -> Params:
+    """The diagonal of sum_T F_T, the adapted policies' Fisher (kl_fisher's products summed over tasks).
+
+    In its Gauss-Newton form F_T = sum_n J_n^T diag(w_n / sigma^2) J_n + the log std's block, so the
+    diagonal entry of a weight W_l[o, i] is sum_n sum_a (w_n / sigma_a^2) (d mean_a / d z_l,o)^2 h_l,i^2:
+    the squared per-step sensitivities of each action mean to layer l's pre-activations, weighted and
+    contracted with the squared layer inputs. The last layer's sensitivity is e_a, the layer below's is
+    slope * W[a] (both for all a at once); deeper layers take one backward pass per action dimension.
+    It is TRPO's preconditioner for meta.cg_precondition = "fisher-diagonal" (safemaml.engine.metaopt).
+    """
+    K, last = mask.shape[0], tape.spec.num_layers - 1
+    weight = mask / mask.sum(1, keepdim=True).clamp_min(1.0) / K
+    metric = weight.unsqueeze(-1) * torch.exp(-2 * tape.log_std).unsqueeze(-2)  # [K, N, A], as kl_fisher's
+    squares: list[Tensor] = [metric] * (last + 1)  # sum_a metric_a (d mean_a / d z_l)^2, per layer l
+    if last >= 1:
+        w = tape.params[f"w{last}"]  # [A, H] or [K, A, H]
+        squares[last - 1] = (metric @ (w * w)) * tape.slopes[last - 1] ** 2
+        deeper = [torch.zeros_like(tape.slopes[i]) for i in range(last - 1)]
+        for a in range(metric.shape[-1]):
+            d = tape.slopes[last - 1] * w[..., a, :].unsqueeze(-2)  # d mean_a / d z_{last-1}
+            for i in reversed(range(last - 1)):
+                d = _back(d, tape.params[f"w{i + 1}"]) * tape.slopes[i]
+                deeper[i] += metric[..., a:a + 1] * d * d
+        squares[:last - 1] = deeper
+    out = {}
+    for i, sq in enumerate(squares):
+        out[f"w{i}"] = _weight_grad(sq, tape.inputs[i] * tape.inputs[i]).sum(0)
+        out[f"b{i}"] = sq.sum((0, 1))
+    out["log_std"] = (2 * weight.sum(1, keepdim=True) * tape.std_jac * tape.std_jac).sum(0)
+    return out
+
+
 def inner_hessian(tape: Tape, actions: Tensor, adv: Tensor, mask: Tensor) -> Callable[[Params], Params]:
     """u -> H_T u per task: the Hessians of the inner losses -mean_t[log pi(a_t|s_t) A_t] at the tape's
     (shared) parameters, over actions [K, N, A], advantages and mask [K, N]."""
