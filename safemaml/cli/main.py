@@ -208,10 +208,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Train and evaluate several objectives with the same config, seeds and evaluation tasks."""
     from objectives import make_objective
     from safemaml import api
-    from safemaml.runs.compare import compare
+    from safemaml.cli import compare as compare_cli
+    from safemaml.runs.compare import Comparison, arm_configs, load_arms
 
-    from safemaml.runs.compare import arm_configs, load_arms
-
+    if args.action == "show":
+        return compare_cli.cmd_show(args, args.parser)
+    if not args.out:
+        raise SafeMamlError("compare needs --out DIR (or `compare show DIR`)")
     if args.arms and args.objectives:
         raise SafeMamlError("give --objectives or --arms, not both")
     names = args.objectives or ["maml", "lagrangian", "cvar", "quantile"]
@@ -236,10 +239,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from safemaml.tasks import get_family
 
         parse_grid(args.band, get_family(cfg.tasks), flag="--band")  # a bad band is refused before any training
-    rows = compare(cfg, arms, Path(args.out), options.eval_request(args, compare_eval_options()), args.quiet,
-                   seeds=args.seeds, band=args.band)
-    print((Path(args.out) / "comparison.md").read_text(), end="")
-    return 0 if rows else 1
+    comparison = Comparison.make(cfg, arms, options.eval_request(args, compare_eval_options()), args.seeds, args.band)
+    return compare_cli.run(comparison, args)  # the cells as units of work shared through a storage
 
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
@@ -381,8 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--band", metavar="START:STOP:STEP",
                    help="also evaluate every run on this grid (e.g. where the paper saw negative adaptation): "
                         "RUN/eval-band and a second set of tables")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for OBJECTIVE/ runs and comparison.md")
+    p.add_argument("--out", metavar="DIR", help="folder for OBJECTIVE/ runs and comparison.md (required)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    from safemaml.cli import compare as compare_cli
+
+    compare_cli.add_options(p)
 
     p = _command(sub, "report", cmd_report)
     p.add_argument("run", metavar="RUN", help="run folder")

@@ -20,9 +20,17 @@ grid (e.g. where the paper saw negative adaptation) into RUN/eval-band, with its
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
+import io
 import json
+import os
 import re
-from dataclasses import replace
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +39,12 @@ import numpy as np
 from safemaml import config as config_io
 from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
+from safemaml.files import ensure_folder, os_errors
 from safemaml.measure import schema
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon, task_gammas  # noqa: F401  (re-exported)
 from safemaml.runs import compare_request
 from safemaml.runs.evaluate import evaluate_run
+from safemaml.runs.rundir import RunDir
 from safemaml.runs.train import train_or_resume
 
 METRICS = list(schema.EVALUATION)  # the metrics of each run's evaluation, in the tables' order
@@ -45,12 +55,6 @@ SEED_TESTED = {m: schema.METRICS[m].label  # metric -> its column in comparison.
                for m in ("violation_rate", "frac_negative", "mean_gamma", "post_return", "pre_return", "action_std")}
 OBJECTIVE_COLUMNS = ["objective", "seeds", *[f"{m}_mean" for m in METRICS],
                      *[f"{key}_{m}" for m in SEED_TESTED for key in ("diff", "diff_lo", "diff_hi", "seed_wilcoxon_p")]]
-
-
-def _evaluate(run: Path, out: Path, request: EvalRequest) -> dict:
-    summary = evaluate_run(run, request, out, reuse=True)
-    return {k: summary[k] for k in METRICS if k in summary} | {
-        "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -101,7 +105,7 @@ def arm_configs(cfg: TrainConfig, arms: dict[str, dict[str, Any]]) -> dict[str, 
 def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]], out: Path,
             evaluation: EvalRequest | None = None, quiet: bool = False, seeds: list[int] | None = None,
             band: str | None = None) -> list[dict]:
-    """Train and evaluate every arm on every seed; write comparison.csv (one row per run),
+    """Train and evaluate every arm on every seed in this process; write comparison.csv (one row per run),
     comparison_objectives.csv (one row per arm), comparison.md and comparison.png (each endpoint per seed
     and arm) under `out`.
 
@@ -111,51 +115,200 @@ def compare(cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
     left None are the base config's objective's (0.1 where it sets none), the same for every arm.
     `band` (START:STOP:STEP): also evaluate every run on that grid, into comparison-band.csv,
     comparison_objectives-band.csv and a second part of comparison.md. Returns the p(T) rows.
+    (`safemaml compare` runs the same cells as units of work shared through a storage:
+    safemaml.studies.cells.)
     """
-    arms = objectives if isinstance(objectives, dict) else {n: {"objective.name": n} for n in objectives}
-    configs = arm_configs(cfg, arms)
-    objectives = list(arms)
-    request = (evaluation or EvalRequest()).resolved(EvalRequest(beta=float(cfg.objective.get("beta", 0.1)),
-                                                                 delta=float(cfg.objective.get("delta", 0.1))))
-    beta, delta = request.beta, request.delta
-    fields = {k: getattr(request, k) for k in request.__dataclass_fields__}
-    compare_request.check(cfg, configs, seeds, fields, band)  # the whole request, before anything is written
-    compare_request.claim(out, compare_request.record(cfg, configs, seeds, fields, band))
-    task_sets = {"": ("eval", request)} | ({"-band": ("eval-band", replace(request, grid=band))} if band else {})
-    rows: dict[str, list[dict]] = {suffix: [] for suffix in task_sets}
-    gammas: dict[tuple, np.ndarray] = {}
-    for seed in seeds if seeds is not None else [cfg.seed]:
-        for name in objectives:
-            run = out / name if seeds is None else out / name / f"seed-{seed}"
-            train_or_resume(config_io.override(configs[name], {"seed": seed}), run, quiet)
-            for suffix, (folder, task_request) in task_sets.items():
-                row = {"objective": name, "seed": seed, **_evaluate(run, run / folder, task_request)}
-                gammas[suffix, name, seed] = task_gammas(run / folder)
-                row["task_wilcoxon_p"] = (float("nan") if name == objectives[0] else paired_wilcoxon(
-                    gammas[suffix, name, seed], gammas[suffix, objectives[0], seed]))
-                rows[suffix].append(row)
-    out.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for suffix in task_sets:
-        summary = objective_rows(rows[suffix], objectives)
-        for path, columns, table in ((out / f"comparison{suffix}.csv", COLUMNS, rows[suffix]),
-                                     (out / f"comparison_objectives{suffix}.csv", OBJECTIVE_COLUMNS, summary)):
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(table)
-        tasks = (f"Tasks: the grid {band} (RUN/eval-band)" if suffix else
+    comparison = Comparison.make(cfg, objectives, evaluation, seeds, band)
+    compare_request.claim(out, comparison.record())
+    results = {cell: run_cell(comparison, out, *cell, quiet=quiet) for cell in comparison.cells()}
+    return write_tables(comparison, results, out)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A comparison's request as data: the base config, each arm's training config, the seeds, the evaluation
+    and the band. It travels as JSON (a storage shared by workers, safemaml.studies.cells), and the tables are
+    written from it and the cells' results alone."""
+
+    base: dict[str, Any]  # the base TrainConfig (config_io.to_dict, JSON-normalised)
+    arms: dict[str, dict[str, Any]]  # each arm's TrainConfig, in the arms' order (the first is the reference)
+    seeds: tuple[int, ...] | None  # None: one run per arm, OUT/ARM, on the base's seed
+    evaluation: dict[str, Any]  # the EvalRequest's fields, beta and delta resolved
+    band: str | None = None
+
+    @classmethod
+    def make(cls, cfg: TrainConfig, objectives: list[str] | dict[str, dict[str, Any]],
+             evaluation: EvalRequest | None = None, seeds: list[int] | None = None,
+             band: str | None = None) -> Comparison:
+        """The comparison of `objectives` (names, or arms as {name: {setting: value}}), checked whole
+        (compare_request.check) before anything is written."""
+        arms = objectives if isinstance(objectives, dict) else {n: {"objective.name": n} for n in objectives}
+        configs = arm_configs(cfg, arms)
+        request = (evaluation or EvalRequest()).resolved(EvalRequest(beta=float(cfg.objective.get("beta", 0.1)),
+                                                                     delta=float(cfg.objective.get("delta", 0.1))))
+        fields = {k: getattr(request, k) for k in request.__dataclass_fields__}
+        compare_request.check(cfg, configs, seeds, fields, band)
+        return cls(base=_plain(config_io.to_dict(cfg)), arms={n: _plain(config_io.to_dict(c)) for n, c in
+                                                                configs.items()},
+                   seeds=None if seeds is None else tuple(seeds), evaluation=fields, band=band)
+
+    @property
+    def config(self) -> TrainConfig:
+        return config_io.from_dict(self.base, where="the comparison's base config")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.arms)
+
+    def arm_config(self, arm: str, seed: int) -> TrainConfig:
+        return config_io.override(config_io.from_dict(self.arms[arm], where=f"arm {arm!r}"), {"seed": seed})
+
+    def cells(self) -> list[tuple[str, int]]:
+        """(arm, seed) for every run, seed by seed and arm by arm (the order in which one process runs them)."""
+        seeds = self.seeds if self.seeds is not None else (int(self.base["seed"]),)
+        return [(arm, seed) for seed in seeds for arm in self.arms]
+
+    def run_folder(self, out: Path, arm: str, seed: int) -> Path:
+        return Path(out) / arm if self.seeds is None else Path(out) / arm / f"seed-{seed}"
+
+    def task_sets(self) -> dict[str, tuple[str, EvalRequest]]:
+        """Table suffix -> (evaluation folder in the run, request): p(T), and the band if there is one."""
+        request = EvalRequest(**self.evaluation)
+        band = {"-band": ("eval-band", replace(request, grid=self.band))} if self.band else {}
+        return {"": ("eval", request)} | band
+
+    def record(self) -> dict[str, Any]:
+        """What makes two comparisons the same (compare_request.record: the seeds and the device aside)."""
+        configs = {n: config_io.from_dict(c, where=f"arm {n!r}") for n, c in self.arms.items()}
+        return compare_request.record(self.config, configs, None if self.seeds is None else list(self.seeds),
+                                      self.evaluation, self.band)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=False, default=list)
+
+    @classmethod
+    def from_json(cls, text: str) -> Comparison:
+        data = json.loads(text)
+        seeds = data["seeds"]
+        return cls(base=data["base"], arms=data["arms"], seeds=None if seeds is None else tuple(seeds),
+                   evaluation=data["evaluation"], band=data["band"])
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON's view of a config dict (tuples as lists), so that a comparison equals itself after a round trip."""
+    return json.loads(json.dumps(data, default=list))
+
+
+def cell_name(comparison: Comparison, arm: str, seed: int) -> str:
+    """A cell as the run folder under OUT names it: ARM/seed-S (ARM without --seeds)."""
+    return arm if comparison.seeds is None else f"{arm}/seed-{seed}"
+
+
+def run_cell(comparison: Comparison, out: Path, arm: str, seed: int, quiet: bool = False) -> dict[str, Any]:
+    """Train one (arm, seed) into its run folder (resumed where it holds a run) and evaluate it on every task
+    set (an evaluation of the same last.pt with the same request is reused). Returns the cell's results as
+    JSON-able data: per task set the row of comparison.csv, each task's mean Γ (for the task-level test
+    against the reference arm) and summary.json; and what it cost here."""
+    import torch
+
+    run = comparison.run_folder(out, arm, seed)
+    before = RunDir(run).finished_iterations()
+    start = time.perf_counter()
+    train_or_resume(comparison.arm_config(arm, seed), run, quiet)
+    result: dict[str, Any] = {"trained_iterations": RunDir(run).finished_iterations() - before,
+                              "train_seconds": round(time.perf_counter() - start, 3),
+                              "torch_threads": torch.get_num_threads(), "task_sets": {}}
+    for suffix, (folder, request) in comparison.task_sets().items():
+        start = time.perf_counter()
+        evaluate_run(run, request, run / folder, reuse=True)
+        summary = json.loads((run / folder / "summary.json").read_text())  # exactly what the run folder keeps
+        result["task_sets"][suffix] = {"row": _row(summary), "task_gammas": task_gammas(run / folder).tolist(),
+                                       "summary": summary, "seconds": round(time.perf_counter() - start, 3)}
+    return result
+
+
+def _row(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's row of comparison.csv from its evaluation summary (the test against the reference aside)."""
+    return {k: summary[k] for k in METRICS if k in summary} | {
+        "mean_gamma_ci": f"[{summary['mean_gamma_lo']:.2f}, {summary['mean_gamma_hi']:.2f}]"}
+
+
+def write_tables(comparison: Comparison, results: dict[tuple[str, int], dict[str, Any]], out: Path) -> list[dict]:
+    """comparison.md, the CSVs, config.json and the figures under `out`, from the cells' results alone (no run
+    folder is read). Only files whose content changed are written (a rerun of a finished comparison changes
+    nothing), each through a temporary file and a rename. Returns the p(T) rows."""
+    cfg, names = comparison.config, comparison.names
+    rows: dict[str, list[dict]] = {suffix: [] for suffix in comparison.task_sets()}
+    for arm, seed in comparison.cells():
+        for suffix in rows:
+            cell, reference = (results[arm, seed]["task_sets"][suffix],
+                               results[names[0], seed]["task_sets"][suffix])
+            row = {"objective": arm, "seed": seed, **cell["row"]}
+            row["task_wilcoxon_p"] = (float("nan") if arm == names[0] else paired_wilcoxon(
+                np.array(cell["task_gammas"]), np.array(reference["task_gammas"])))
+            rows[suffix].append(row)
+    beta, delta = comparison.evaluation["beta"], comparison.evaluation["delta"]
+    texts, parts = {}, []
+    for suffix in rows:
+        summary = objective_rows(rows[suffix], names)
+        texts[f"comparison{suffix}.csv"] = _csv(COLUMNS, rows[suffix])
+        texts[f"comparison_objectives{suffix}.csv"] = _csv(OBJECTIVE_COLUMNS, summary)
+        tasks = (f"Tasks: the grid {comparison.band} (RUN/eval-band)" if suffix else
                  "Tasks: drawn from p(T), the same for every run (RUN/eval)")
         parts.append(f"{tasks}. " + markdown_table(rows[suffix], summary, cfg, beta, delta))
-    (out / "comparison.md").write_text("\n".join(parts))
-    from safemaml.measure import figures as report  # matplotlib, only here
-
-    for suffix in task_sets:
-        where = f"the grid {band}" if suffix else "tasks from p(T)"
-        report.comparison_figure(rows[suffix], objectives, out / f"comparison{suffix}.png",
-                                 f"{cfg.tasks}, {where}; a grey line per training seed")
-    (out / "config.json").write_text(json.dumps(config_io.to_dict(cfg), indent=2, default=list) + "\n")
+    texts["comparison.md"] = "\n".join(parts)
+    texts["config.json"] = json.dumps(config_io.to_dict(cfg), indent=2, default=list) + "\n"
+    ensure_folder(out)
+    data = {name: text.encode() for name, text in texts.items()}
+    changed = [name for name in data if _read(out / name) != data[name]]
+    for name in changed:
+        _replace(out / name, functools.partial(Path.write_bytes, data=data[name]))
+    figures = {suffix: out / f"comparison{suffix}.png" for suffix in rows}
+    if changed or not all(path.is_file() for path in figures.values()):
+        _draw(comparison, rows, figures)
     return rows[""]
+
+
+def _csv(columns: list[str], table: list[dict]) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(table)
+    return buffer.getvalue()
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _replace(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write `path` through a temporary file of its own in the same folder and a rename: workers that write
+    the same tables at once never see a half-written file or each other's temporary."""
+    tmp = path.with_name(f".{path.stem}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp{path.suffix}")
+    try:
+        with os_errors(path):
+            write(tmp)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _draw(comparison: Comparison, rows: dict[str, list[dict]], figures: dict[str, Path]) -> None:
+    try:
+        from safemaml.measure import figures as report  # matplotlib, only here
+    except ImportError:  # a machine without matplotlib (the GPU machine) writes every number, no figure
+        return
+    for suffix, path in figures.items():
+        where = f"the grid {comparison.band}" if suffix else "tasks from p(T)"
+        title = f"{comparison.base['tasks']}, {where}; a grey line per training seed"
+        _replace(path, functools.partial(_figure, rows[suffix], comparison.names, title=title, draw=report))
+
+
+def _figure(rows: list[dict], arms: list[str], path: Path, title: str, draw: Any) -> None:
+    draw.comparison_figure(rows, arms, path, title)
 
 
 def objective_rows(rows: list[dict], objectives: list[str]) -> list[dict]:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +28,14 @@ from safemaml import config as config_io
 from safemaml.checks import MAX_SEED, float_arg, int_arg, optional, seed_arg, str_arg
 from safemaml.config import TrainConfig
 from safemaml.errors import SafeMamlError
-from safemaml.files import ensure_folder, write_text_atomic
+from safemaml.files import ensure_folder, os_errors
 
 REQUEST_FILE = "comparison-request.json"
 SHARED = ("tasks", "seed", "iterations")  # settings an arm may not change: the tables compare arms on these
 WORKER_OWN = ("device",)  # where a run trains, not what it is: a comparison may continue on another device
 VERSION = 1
+# the default storage of the comparison's cells (safemaml.studies.cells): SQLite's file and its side files
+STORAGE_FILES = ("comparison.db", "comparison.db-journal", "comparison.db-wal", "comparison.db-shm")
 
 
 def check(cfg: TrainConfig, configs: dict[str, TrainConfig], seeds: list[int] | None, evaluation: dict[str, Any],
@@ -121,25 +126,48 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def claim(out: Path, request: dict[str, Any]) -> None:
     """Refuse OUT if it holds another comparison (or anything else); else record the request in it, before
-    the first training. The same request (any --seeds) continues."""
+    the first training. The same request (any --seeds) continues. Workers that start together on one OUT
+    (compare --workers, several compare commands) may all find it without a request: the first to record
+    one wins, and the others compare theirs with it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SafeMamlError(f"--out {out} is a file, not a folder")
     path = out / REQUEST_FILE
     if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            assert isinstance(stored, dict)
-        except (OSError, ValueError, AssertionError):
-            raise SafeMamlError(f"{path} is damaged (not the JSON compare writes); choose another --out") from None
-        if stored != request:
-            raise SafeMamlError(f"{out} holds a comparison made with other settings ({difference(stored, request)}); "
-                                "rerun it with its own settings, or choose another --out")
+        _check_stored(out, path, request)
         return
     if out.is_dir() and any(out.iterdir()):
         _check_legacy(out, request)
     ensure_folder(out)
-    write_text_atomic(path, json.dumps(request, indent=2, sort_keys=True) + "\n")
+    if not _create(path, json.dumps(request, indent=2, sort_keys=True) + "\n"):
+        _check_stored(out, path, request)  # another worker recorded its request a moment ago
+
+
+def _check_stored(out: Path, path: Path, request: dict[str, Any]) -> None:
+    try:
+        stored = json.loads(path.read_text())
+        assert isinstance(stored, dict)
+    except (OSError, ValueError, AssertionError):
+        raise SafeMamlError(f"{path} is damaged (not the JSON compare writes); choose another --out") from None
+    if stored != request:
+        raise SafeMamlError(f"{out} holds a comparison made with other settings ({difference(stored, request)}); "
+                            "rerun it with its own settings, or choose another --out")
+
+
+def _create(path: Path, text: str) -> bool:
+    """Write `path` whole unless it exists (a temporary file of this process's own, then a hard link, which
+    fails where the name is taken); False if another writer created it first."""
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with os_errors(path):
+            tmp.write_text(text)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def _check_legacy(out: Path, request: dict[str, Any]) -> None:
@@ -147,8 +175,8 @@ def _check_legacy(out: Path, request: dict[str, Any]) -> None:
     arms = request["order"]
     tables = {f"comparison{kind}{band}.{ext}" for kind in ("", "_objectives") for band in ("", "-band")
               for ext in ("csv", "png")} | {"comparison.md"}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in {*arms, "config.json", *tables}
-                     and not p.name.endswith(".tmp"))
+    known = {*arms, "config.json", *tables, *STORAGE_FILES, REQUEST_FILE}  # the request: one written meanwhile
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in known and not p.name.endswith(".tmp"))
     if foreign:
         raise SafeMamlError(f"{out} holds {', '.join(foreign[:3])}, which no comparison of these arms writes "
                             f"(arms: {', '.join(arms)}); choose another --out")
