@@ -7,9 +7,9 @@
 # Usage (repository root): bash experiments/comparison.sh nav2d
 #                          WORKERS=2 bash experiments/comparison.sh halfcheetah-vel
 # WORKERS=2 runs two processes at a time (one core each): two workers per study (the second without a
-# sampler seed, so the two propose different trials; docs/studies.md), and the comparison's seeds in two
-# halves, then once over all seeds, which reuses every run and evaluation and writes the tables. The tables
-# are the same as with one worker; only which trials the studies try depends on the workers' timing.
+# sampler seed, so the two propose different trials; docs/studies.md), and two compare workers that share the
+# comparison's cells (--workers 2). The tables are the same as with one worker; only which trials the studies
+# try depends on the workers' timing.
 {  # bash reads this whole block before running any of it: editing the file meanwhile cannot derail a run
 set -euo pipefail
 WORKERS=${WORKERS:-1}
@@ -103,11 +103,7 @@ study $OUT/study-maml $MAML_TRIALS --config $CFG --init $BASE --iterations $FT -
 # 4. Every arm fine-tunes the base on every seed; evaluated on p(T) (and on the paper's band).
 COMPARE=(--config $CFG --init $BASE --iterations $FT --arms $OUT/arms.toml --repeats $REPEATS "${BAND[@]}"
          --out $OUT/compare --quiet)
-if [ "$WORKERS" -gt 1 ]; then  # the halves' tables (over three seeds each) are overwritten by the last pass
-  half=$(( ${#SEEDS[@]} / 2 ))
-  in_pair "$(printf '%q ' safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:0:$half}")" \
-      safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]:$half}"
-fi
-safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]}"
+# --workers: that many processes claim the (arm, seed) cells from OUT/compare/comparison.db (docs/scaling.md)
+safemaml compare "${COMPARE[@]}" --seeds "${SEEDS[@]}" --workers "$WORKERS"
 exit
 }
