@@ -75,6 +75,7 @@ def test_two_workers_share_a_postgresql_comparison_and_show_rebuilds_it_without_
         assert sorted(cells_of(ts)) == sorted(CELLS)
         assert all("surplus" in t.user_attrs for t in ts if t.state != COMPLETE)
         assert all(t.user_attrs["result"]["trained_iterations"] == 2 for t in ts if t.state == COMPLETE)
+        assert all(len(metrics_rows(out, arm, seed)) == 3 for arm, seed in CELLS)
         assert not (out / "comparison.db").exists()
         capsys.readouterr()
         assert main(["compare", "show", str(elsewhere), "--storage", POSTGRES_URL, "--name", name]) == 0
@@ -284,3 +285,20 @@ def test_workers_starting_together_on_one_folder_record_one_request_and_refuse_a
         assert all("other settings" in outcome for seed, outcome in outcomes if seed not in winners), outcomes
         recorded = json.loads((out / compare_request.REQUEST_FILE).read_text())
         assert recorded["evaluation"]["seed"] in winners and not list(out.glob("*.tmp"))
+
+
+def test_show_of_an_unfinished_comparison_names_the_cells_left_and_writes_no_table(tmp_path, capsys):
+    from helpers import tiny_config
+
+    from safemaml.config import EvalRequest
+    from safemaml.runs.compare import Comparison
+    from safemaml.studies import cells
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    comparison = Comparison.make(tiny_config(), ["maml", "cvar"], EvalRequest(trajectories=2, repeats=3), seeds=[0])
+    study, _ = cells.open_comparison(cells.open_cell_storage(url), "c", comparison)
+    cells.queue_missing(study, comparison)
+    assert main(["compare", "show", str(tmp_path / "tables"), "--storage", url, "--name", "c"]) == 1
+    err = capsys.readouterr().err
+    assert "maml/seed-0: waiting" in err and "2 of 2 cells are not done" in err.splitlines()[-1]
+    assert not (tmp_path / "tables" / "comparison.md").exists()

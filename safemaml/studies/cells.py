@@ -275,8 +275,12 @@ class Heartbeat:
 def requeue(study: optuna.Study, trial_id: int) -> None:
     """Fail an interrupted cell's trial and queue its retry at once (not after the grace period)."""
     storage = study._storage
-    if storage.set_trial_state_values(trial_id, TrialState.FAIL):
-        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, storage.get_trial(trial_id))
+    try:
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:  # failed by another worker already, which queued the retry
+        return
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, storage.get_trial(trial_id))
 
 
 @dataclass
