@@ -85,11 +85,11 @@ def train(config: TrainConfig | str | Path | None = None, out: str | Path | None
     from safemaml.runs import train as trainer
 
     bool_arg(quiet, "quiet"), bool_arg(tensorboard, "tensorboard")
-    out = optional(path_arg, out, "out")  # before the config: safemaml.train("nav2d", 42) names `out`
+    folder: Path | None = optional(path_arg, out, "out")  # before the config: train("nav2d", 42) names `out`
     settings = _dotted(overrides)
     cfg = resolve_config(config, settings, tasks=settings.pop("tasks", None))  # tasks="nav2d": nav2d's preset
     validate(cfg)
-    out = out if out is not None else default_out(cfg)
+    out = folder if folder is not None else default_out(cfg)
     trainer.train(cfg, out, quiet=quiet, tensorboard=tensorboard)
     return load_run(out)
 

@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import interruptible
 
 import safemaml
-from helpers import interruptible
 from safemaml.cli.main import main
 
 TRAIN = ["--tasks", "nav2d", "--iterations", "2", "--meta-batch-size", "2", "--fast-batch-size", "2",

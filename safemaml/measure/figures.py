@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -84,6 +85,7 @@ def _mark_negative_adaptation(ax, family_name: str, x: np.ndarray, gamma: np.nda
 def learning_curve(metrics_csv: Path | list[dict[str, float]], path: Path, title: str = "") -> None:
     """Pre- and post-update mean return per meta-iteration, from a metrics.csv or its rows as read and checked
     by safemaml.runs.rundir.read_metrics (what `safemaml report` draws)."""
+    data: Any  # columns by name: a dict of arrays, or genfromtxt's structured array
     if isinstance(metrics_csv, list):
         data = {k: np.array([r.get(k, np.nan) for r in metrics_csv]) for k in ("iteration", "pre_return",
                                                                                 "post_return")}

@@ -154,7 +154,8 @@ def load_rounds(path: Path | None, key: str, shape: tuple[int, int, int] | None 
         return [], [], []
     if str(data["key"]) != key or (shape is not None and not valid_rounds(data, *shape)):
         return [], [], []
-    return [list(np.moveaxis(data[name], 1, 0)) for name in ("pre", "held", "post")]
+    pre, held, post = (list(np.moveaxis(data[name], 1, 0)) for name in ("pre", "held", "post"))
+    return pre, held, post
 
 
 def save_rounds(path: Path, key: str, pre: list, held: list, post: list) -> None:

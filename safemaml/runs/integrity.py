@@ -52,7 +52,7 @@ def metrics_rows(path: Path, done: int) -> tuple[list[str], list[dict[str, str]]
             what = "is cut short" if not line.endswith("\n") or len(values) != len(header) else \
                 "holds a value that is not a number" if not _numbers(values) else f"is iteration {iteration}"
             _missing(path, done, len(rows), f"line {number} {what}")
-        rows.append(dict(zip(header, values)))
+        rows.append(dict(zip(header, values, strict=True)))
     if len(rows) < done:
         _missing(path, done, len(rows), "ends early")
     return header, rows
@@ -111,7 +111,8 @@ def config_difference(old: dict[str, Any], new: dict[str, Any], names: tuple[str
     if not keys:
         return ""
     more = "" if len(keys) == 1 else f" and {len(keys) - 1} more"
-    return f"{keys[0]}: {a.get(keys[0])} in {names[0] or 'the run'}, {b.get(keys[0])} in {names[1] or 'this request'}{more}"
+    old_name, new_name = names[0] or "the run", names[1] or "this request"
+    return f"{keys[0]}: {a.get(keys[0])} in {old_name}, {b.get(keys[0])} in {new_name}{more}"
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
