@@ -177,6 +177,8 @@ def cases(run: Path) -> dict[str, tuple[list[str], int, tuple[str, ...]]]:
                                              ("made with other settings", "meta_batch_size: 2 in the run, 3 in")),
         "message-train-over-its-own-run": (["train", *TRAIN, "--checkpoint-every", "1", "--iterations", "4", "--out",
                                             r], 2, ("already holds a run", f"train --resume {r} --iterations 4")),
+        "overwrite-study-run-into-a-run-folder": (["study", "run", r, *STUDY, "--trials", "1"], 2,
+                                                  ("config.toml", "which no study writes")),
         "overwrite-evaluate-out-is-the-run": (["evaluate", r, "--out", r, "--trajectories", "1", "--repeats", "1",
                                                "--sample", "1"], 2, ("is the run folder or holds it",)),
         "overwrite-evaluate-out-holds-the-run": (["evaluate", r, "--out", str(run.parent), "--trajectories", "1",

@@ -167,6 +167,8 @@ BUGS += [(f"hostile: {what}", path, text, replacement, tests) for what, path, te
     ("study's damaged stored settings (traceback)", "safemaml/studies/settings.py",
      "        except (ValueError, KeyError, TypeError):", "        except ZeroDivisionError:",
      [H + "test_a_study_with_damaged_stored_settings_is_one_line"]),
+    ("study run mixes a study into a run folder (overwrite)", "safemaml/studies/checks.py",
+     "    if foreign:  # e.g. a run", "    if False:  # e.g. a run", [REFUSED + "[overwrite-study-run-into-a-run-folder]"]),
     ("a request beyond memory (traceback)", "safemaml/cli/main.py", "    except MemoryError:",
      "    except ZeroDivisionError:", [H + "test_a_request_beyond_memory_is_a_one_line_fault"]),
     ("study show makes a missing storage file (late)", "safemaml/cli/study.py",

@@ -80,9 +80,25 @@ def storage_before_open(directory: Path, storage: str | None, settings_given: bo
         raise SafeMamlError(f"need 1 <= heartbeat ({heartbeat} s) < grace period ({grace} s) <= 60")
     if directory.exists() and not directory.is_dir():
         raise SafeMamlError(f"{directory} is a file, not a study folder")
+    foreign = _foreign(directory, storage)
+    if foreign:  # e.g. a run or a comparison: study.db and runs/ would be mixed into it
+        raise SafeMamlError(f"{directory} holds {', '.join(foreign[:3])}, which no study writes; choose another DIR")
     if storage is None and not settings_given and not (directory / "study.db").is_file():
         raise SafeMamlError(f"{directory} holds no study to continue; start one with `safemaml study run "
                             f"{directory} --objective O ...` (or give --storage URL for a study kept elsewhere)")
+
+
+STUDY_FILES = {"study.db", "study.db-journal", "study.db-wal", "study.db-shm", "runs", "trials.csv"}
+
+
+def _foreign(directory: Path, storage: str | None) -> list[str]:
+    """Names in DIR that neither the study (its SQLite file, runs/, a journal given as --storage) nor `study show`
+    (trials.csv, figures) writes."""
+    if not directory.is_dir():
+        return []
+    journal = Path(storage).name if storage and "://" not in storage else None
+    return sorted(p.name for p in directory.iterdir() if p.name not in STUDY_FILES and p.name != journal
+                  and not p.name.endswith((".png", ".tmp")))
 
 
 def storage_reachable(storage: str | None, must_exist: bool, directory: Path | None = None) -> None:
