@@ -96,7 +96,7 @@ def _checkpoint_cases(root: Path, trained: Path) -> dict[str, Path]:
 CHECKPOINT_MESSAGES = {"truncated": "not a safemaml checkpoint", "empty": "not a safemaml checkpoint",
                        "random": "not a safemaml checkpoint", "no-params": "no params",
                        "pickle": "never loaded", "other-family": "another shape"}
-# a resume compares config.toml with the config last.pt holds before it loads the policy (issue 25)
+# a resume and an evaluation compare config.toml with the config last.pt holds before loading the policy (issue 25)
 RESUME_MESSAGES = {"other-family": "is not the config"}
 
 
@@ -208,7 +208,8 @@ def results(tmp_path_factory, trained):
     cases = {k: (args, code, fragments) for k, (args, code, fragments) in _input_cases(root, trained).items()}
     runs = _checkpoint_cases(root, trained)
     for name, folder in runs.items():
-        cases[f"evaluate-{name}"] = (["evaluate", str(folder)], 2, (CHECKPOINT_MESSAGES[name],))
+        cases[f"evaluate-{name}"] = (["evaluate", str(folder)], 2,
+                                     (RESUME_MESSAGES.get(name, CHECKPOINT_MESSAGES[name]),))
         cases[f"resume-{name}"] = (["train", "--resume", str(folder), "--iterations", "3"], 2,
                                    (RESUME_MESSAGES.get(name, CHECKPOINT_MESSAGES[name]),))
     before = snapshot(trained), snapshot(root)
