@@ -24,21 +24,21 @@ import csv
 import dataclasses
 import json
 import sys
-import tomllib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import torch
 from scipy import stats
 
 from safemaml import config as config_io
-from safemaml.engine.bandit_exact import InnerStep, TaskStatistics, midpoint_grid, task_statistics
 from safemaml.config import TrainConfig
-from safemaml.measure.figures import paired_seed_panel
-from safemaml.tasks import get_family
+from safemaml.engine.bandit_exact import InnerStep, TaskStatistics, midpoint_grid, task_statistics
 from safemaml.engine.learner import policy_spec
+from safemaml.measure.figures import paired_seed_panel
 from safemaml.runs.train import load_checkpoint, train
+from safemaml.tasks import get_family
 
 ROOT = Path(__file__).resolve().parent.parent
 STAT_FIELDS = ("pre_return", "post_return", "mean_gamma", "p", "p_se", "p_expected", "post_std")

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from objectives.base import register
 from objectives.penalty import PenaltyObjective, pairs, return_scale, score_surrogate
-from safemaml.errors import SafeMamlError
 from safemaml.engine.metabatch import MetaBatch
+from safemaml.errors import SafeMamlError
 
 
 def cvar_weights(x: Tensor, alpha: float) -> tuple[Tensor, Tensor]:

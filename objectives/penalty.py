@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from objectives.base import Objective
-from safemaml.errors import SafeMamlError
 from safemaml.engine.metabatch import MetaBatch
+from safemaml.errors import SafeMamlError
 
 
 def pairs(batch: MetaBatch) -> Tensor:

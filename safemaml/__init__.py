@@ -17,8 +17,8 @@ from safemaml.allocator import keep_freed_memory  # noqa: E402
 # faster meta-steps on CPU. Opt out with SAFEMAML_MALLOC=system.
 keep_freed_memory()
 
-from safemaml.tasks.gym import register_envs  # noqa: E402
 from safemaml.errors import RunFault, SafeMamlError  # noqa: E402
+from safemaml.tasks.gym import register_envs  # noqa: E402
 
 __version__ = "0.1.0"
 API = ("train", "resume", "evaluate", "load_run")

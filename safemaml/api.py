@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from safemaml import config as config_io
-from safemaml.config import EvalRequest, TrainConfig
 from safemaml.checks import bool_arg, check_eval_request, int_arg, optional, path_arg, str_arg
+from safemaml.config import EvalRequest, TrainConfig
 from safemaml.errors import SafeMamlError
 from safemaml.runs.rundir import RunDir
 
@@ -66,8 +66,8 @@ def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
 def validate(cfg: TrainConfig) -> None:
     """Everything about `cfg` that can be checked before a run folder is touched."""
     from objectives import make_objective
-    from safemaml.tasks import get_family
     from safemaml.engine.learner import policy_spec, torch_device
+    from safemaml.tasks import get_family
 
     family = get_family(cfg.tasks)
     torch_device(cfg.device)
@@ -76,7 +76,7 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def train(config: TrainConfig | str | Path | None = None, out: str | Path | None = None, *, quiet: bool = True,
-          tensorboard: bool = False, **overrides: Any) -> "Run":
+          tensorboard: bool = False, **overrides: Any) -> Run:
     """Meta-train a new run into `out` and return it (see `load_run`).
 
     `config`: a TrainConfig, a TOML file, or a preset name such as "nav2d". `overrides`: config
@@ -99,7 +99,7 @@ def default_out(cfg: TrainConfig) -> Path:
 
 
 def resume(run: str | Path, iterations: int | None = None, device: str | None = None, *, quiet: bool = True,
-           tensorboard: bool = False) -> "Run":
+           tensorboard: bool = False) -> Run:
     """Continue a run from its last checkpoint (to `iterations` in all, default: its config's)."""
     from safemaml.runs import train as trainer
 
@@ -122,8 +122,8 @@ def evaluate(run: str | Path, out: str | Path | None = None, request: EvalReques
     `request`: an EvalRequest (safemaml.config), or its fields as keywords (`grid="default"`,
     `trajectories=10`, `sample=40`, `task_seed`, `repeats`, `seed`, `beta`, `delta`, `device`); beta and
     delta default to the run's objective, repeats to DEFAULT_ROUNDS."""
-    from safemaml.runs.evaluate import evaluate_run
     from safemaml.engine.learner import torch_device
+    from safemaml.runs.evaluate import evaluate_run
 
     run, out = path_arg(run, "run"), optional(path_arg, out, "out")
     if request is not None and not isinstance(request, EvalRequest):

@@ -11,11 +11,12 @@ import dataclasses
 import difflib
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from safemaml.checks import MAX_SEED
 from safemaml.errors import SafeMamlError
@@ -81,9 +82,9 @@ class MetaOptConfig:
     def __post_init__(self) -> None:
         if self.name not in ("trpo", "adam"):
             raise SafeMamlError(f"unknown meta-optimizer {self.name!r}; known: trpo, adam")
-        for field in ("max_kl", "lr", "ls_backtrack_ratio"):
-            if not getattr(self, field) > 0:
-                raise SafeMamlError(f"meta.{field} must be > 0, got {getattr(self, field)}")
+        for name in ("max_kl", "lr", "ls_backtrack_ratio"):
+            if not getattr(self, name) > 0:
+                raise SafeMamlError(f"meta.{name} must be > 0, got {getattr(self, name)}")
         if self.curvature not in CURVATURES:
             raise SafeMamlError(f"unknown meta.curvature {self.curvature!r}; known: {', '.join(CURVATURES)}")
         if self.cg_precondition not in CG_PRECONDITIONERS:
@@ -191,7 +192,7 @@ class EvalRequest:
                                  default_text="the run's objective")
     device: str = option("cpu", "cpu, cuda or cuda:N")
 
-    def resolved(self, defaults: "EvalRequest") -> "EvalRequest":
+    def resolved(self, defaults: EvalRequest) -> EvalRequest:
         """This request with every field left None taken from `defaults`."""
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         return dataclasses.replace(defaults, **given)
@@ -203,7 +204,7 @@ class EvalRequest:
         return self.repeats, self.beta, self.delta
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "EvalRequest":
+    def from_record(cls, record: dict[str, Any]) -> EvalRequest:
         """The request of a summary.json's `request` (its version and checkpoint hash left aside)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in names})

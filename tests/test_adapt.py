@@ -1,11 +1,11 @@
 import pytest
 import torch
-
 from helpers import pre_batch
-from safemaml.engine.adapt import adapt_loop, adapt_vmap, inner_loss
+
 from safemaml.config import AdaptConfig
-from safemaml.errors import SafeMamlError
+from safemaml.engine.adapt import adapt_loop, adapt_vmap, inner_loss
 from safemaml.engine.policy import log_prob
+from safemaml.errors import SafeMamlError
 
 
 def _post_loss(spec, fast, traj):

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tiny_config
 from scipy import stats
 
-from helpers import tiny_config
 from safemaml.cli.main import main
 from safemaml.config import EvalRequest
 from safemaml.runs.compare import compare

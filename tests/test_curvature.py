@@ -5,15 +5,15 @@ import dataclasses
 
 import pytest
 import torch
+from test_metaopt import _meta_data, _slice
 
 from objectives import make_objective
-from safemaml.engine.curvature import gaussian_kl_fisher, make_fvp
-from safemaml.errors import SafeMamlError
-from safemaml.engine.metaopt import autograd_fvp, trpo_step
 from safemaml.config import MetaOptConfig
+from safemaml.engine.curvature import gaussian_kl_fisher, make_fvp
+from safemaml.engine.metaopt import autograd_fvp, trpo_step
 from safemaml.engine.metastep import adapted, meta_loss
 from safemaml.engine.policy import mean_action
-from test_metaopt import _meta_data, _slice
+from safemaml.errors import SafeMamlError
 
 
 def _vector(theta, seed):

@@ -6,10 +6,9 @@ import re
 import pytest
 
 from objectives import make_objective
-from safemaml.config import AdaptConfig
-from safemaml.errors import SafeMamlError
-from safemaml.config import MetaOptConfig
+from safemaml.config import AdaptConfig, MetaOptConfig
 from safemaml.engine.policy import PolicySpec
+from safemaml.errors import SafeMamlError
 
 BAD = [
     (lambda: AdaptConfig(vectorize="gpu"), "adapt.vectorize must be auto, vmap or loop, got 'gpu'"),

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import interruptible
 
 SCRIPT = Path(sys.executable).with_name("safemaml")

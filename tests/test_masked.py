@@ -11,10 +11,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from helpers import pre_batch
-from safemaml.engine.adapt import adapt_loop, adapt_vmap, inner_loss
+
 from safemaml.config import AdaptConfig
+from safemaml.engine.adapt import adapt_loop, adapt_vmap, inner_loss
 from safemaml.engine.fisher import maml_fvp
 from safemaml.engine.metaopt import autograd_fvp
 from safemaml.engine.metastep import MetaData, meta_loss

@@ -1,13 +1,12 @@
 import numpy as np
 import torch
-
 from helpers import tiny_config
+
 from objectives import make_objective
+from safemaml.config import MetaOptConfig
 from safemaml.engine.fisher import maml_fvp
 from safemaml.engine.metaopt import autograd_fvp, conjugate_gradient, trpo_step
-from safemaml.config import MetaOptConfig
 from safemaml.engine.metastep import MetaData, adapted, meta_loss
-from safemaml.engine.learner import Learner
 from safemaml.runs.train import new_learner
 
 

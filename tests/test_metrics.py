@@ -8,10 +8,22 @@ from scipy import optimize, stats
 
 from objectives.cvar import cvar_weights, value_at_risk
 from objectives.quantile import upper_quantile
+from safemaml.measure.metrics import (
+    bootstrap_ci,
+    certificate,
+    clopper_pearson_interval,
+    clopper_pearson_lower,
+    cvar_upper,
+    min_passing_p,
+    p_hat,
+    pass_probability,
+    per_task_rounds,
+    round_statistics,
+    summarize,
+    violation_rate,
+    wins_to_pass,
+)
 from safemaml.runs.evaluate import DEFAULT_ROUNDS
-from safemaml.measure.metrics import (bootstrap_ci, certificate, clopper_pearson_interval, clopper_pearson_lower, cvar_upper,
-                              min_passing_p, p_hat, pass_probability, per_task_rounds, round_statistics, summarize,
-                              violation_rate, wins_to_pass)
 
 
 def _cvar_lp(x: np.ndarray, alpha: float):
@@ -143,7 +155,7 @@ def test_power_and_the_default_number_of_rounds():
     for rounds, beta in ((90, 0.1), (30, 0.1), (40, 0.3)):
         need = _wins_needed(rounds, beta)
         assert _lower(need, rounds) >= 1 - beta > _lower(need - 1, rounds)  # the two definitions agree
-        p80 = optimize.brentq(lambda p: power(p, rounds, beta) - 0.8, 0.01, 1 - 1e-12)
+        p80 = optimize.brentq(lambda p: power(p, rounds, beta) - 0.8, 0.01, 1 - 1e-12)  # noqa: B023
         assert min_passing_p(rounds, beta) == pytest.approx(p80, abs=1e-7)
         assert pass_probability(0.95, rounds, beta) == pytest.approx(power(0.95, rounds, beta))
     assert np.isnan(min_passing_p(20, 0.1))  # 20 rounds cannot pass beta = 0.1 at all

@@ -6,16 +6,16 @@ import math
 
 import pytest
 import torch
+from test_metaopt import _meta_data, _slice
 
 from objectives import make_objective
 from safemaml.engine.adapt import inner_loss
 from safemaml.engine.curvature import make_fvp
-from safemaml.errors import SafeMamlError
 from safemaml.engine.metaopt import autograd_fvp
 from safemaml.engine.metastep import meta_loss
 from safemaml.engine.mlp_curvature import DERIVATIVES, inner_hessian, record
 from safemaml.engine.policy import ACTIVATIONS, PolicySpec
-from test_metaopt import _meta_data, _slice
+from safemaml.errors import SafeMamlError
 
 
 def _vector(theta, seed):
@@ -111,8 +111,8 @@ def test_an_activation_without_derivatives_is_a_clear_error(monkeypatch):
 def _synthetic(hidden, activation, seed=0):
     """Random float64 meta-batch of K = 3 tasks: episodes that end at random steps, one task with no step
     at all before adaptation, and the adapted policies that sampled the post-update data."""
-    from safemaml.engine.adapt import adapt_loop
     from safemaml.config import AdaptConfig
+    from safemaml.engine.adapt import adapt_loop
     from safemaml.engine.metastep import MetaData
     from safemaml.engine.rollout import Trajectories
 

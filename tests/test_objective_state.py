@@ -8,14 +8,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from helpers import tiny_config
+
 from objectives import make_objective
+from safemaml.config import MetaOptConfig
 from safemaml.engine.metabatch import MetaBatch
 from safemaml.engine.metaopt import MetaOptimizer, trpo_step
-from safemaml.config import MetaOptConfig
 from safemaml.engine.metastep import MetaData, adapted, meta_loss
-from safemaml.engine.learner import Learner
 from safemaml.runs.train import new_learner, train
 
 

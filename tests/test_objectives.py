@@ -13,8 +13,8 @@ import torch
 from objectives import available, make_objective
 from objectives.base import Objective, register
 from objectives.maml import Maml
-from safemaml.errors import SafeMamlError
 from safemaml.engine.metabatch import MetaBatch
+from safemaml.errors import SafeMamlError
 
 BUILT_IN = {"maml", "lagrangian", "cvar", "quantile"}
 

@@ -7,9 +7,9 @@ what the code before the change wrote (copied from committed files), not values 
 import dataclasses
 import json
 import pathlib
-import tomllib
 
 import pytest
+import tomllib
 
 from safemaml import config as config_io
 from safemaml.cli import main as cli

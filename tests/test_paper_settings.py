@@ -7,9 +7,8 @@ import math
 import numpy as np
 import torch
 
-from safemaml.engine.adapt import adapt_loop, adapt_vmap
-
 from safemaml.config import AdaptConfig
+from safemaml.engine.adapt import adapt_loop, adapt_vmap
 from safemaml.engine.metastep import inner_loop
 from safemaml.engine.policy import PolicySpec, log_prob
 from safemaml.engine.returns import advantages

@@ -5,10 +5,10 @@ anything else (which the CLI would show as a traceback).
 """
 
 import math
-import tomllib
 
 import numpy as np
 import pytest
+import tomllib
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 

@@ -1,16 +1,15 @@
 """experiments/pick_arms.py: the rule that turns tuning studies into a comparison's arms, on a real study."""
 
 import csv
-import tomllib
 
 import numpy as np
 import pytest
-
-from safemaml.studies import pick as pick_arms
+import tomllib
+from helpers import tiny_config  # noqa: E402
 
 from safemaml.cli.main import main  # noqa: E402
 from safemaml.runs.compare import arm_configs, load_arms  # noqa: E402
-from helpers import tiny_config  # noqa: E402
+from safemaml.studies import pick as pick_arms
 from safemaml.tasks import get_family  # noqa: E402
 
 

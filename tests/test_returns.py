@@ -133,9 +133,9 @@ def test_baseline_on_real_ant_rollouts_matches_the_reference():
     # Ant's observations carry contact forces, mostly zero: batched LU (torch.linalg.solve_ex) returned invalid
     # pivots on such systems and raised, so AntVel could not train at all
     from safemaml import config
+    from safemaml.engine.learner import initial_params, policy_spec
     from safemaml.engine.rollout import Sampler
     from safemaml.tasks import get_family
-    from safemaml.engine.learner import initial_params, policy_spec
 
     cfg = config.preset("ant-vel")
     family = get_family("ant-vel")

@@ -14,8 +14,8 @@ import numpy as np
 import optuna
 import pytest
 import torch
-
 from helpers import interruptible
+
 from safemaml.cli.main import main
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -281,6 +281,7 @@ def test_a_continued_seeded_study_does_not_propose_its_first_trials_again(tmp_pa
 def _eta_margin_space():
     """A cvar-like search space (eta log-uniform, margin uniform) and study settings over it."""
     from optuna.distributions import FloatDistribution
+
     from safemaml.config import EvalRequest
     from safemaml.studies.study import StudySettings
 

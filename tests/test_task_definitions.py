@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from safemaml.cli.main import main
-from safemaml.errors import SafeMamlError
 from safemaml.engine.policy import PolicySpec
 from safemaml.engine.rollout import Sampler
+from safemaml.errors import SafeMamlError
 from safemaml.tasks import get_family
 
 # from the tables of docs/tasks.md: (low, high) of a uniform p(T) per coordinate, or the set of directions

@@ -4,6 +4,7 @@ import csv
 import re
 
 from helpers import tiny_config
+
 from safemaml.runs.train import train
 
 

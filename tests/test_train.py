@@ -4,14 +4,14 @@ import math
 
 import pytest
 import torch
-
 from helpers import tiny_config
+
 from objectives import register
 from objectives.maml import Maml
 from safemaml.cli.main import main
 from safemaml.errors import SafeMamlError
-from safemaml.tasks import all_families
 from safemaml.runs.train import train
+from safemaml.tasks import all_families
 
 TIMING = {"time_sampling", "time_adapt", "time_optimize"}
 
@@ -127,7 +127,6 @@ def test_report_draws_the_learning_curve(tmp_path):
 def test_init_starts_from_another_runs_policy(tmp_path):
     train(tiny_config(iterations=1), tmp_path / "base", quiet=True)
     base = torch.load(tmp_path / "base" / "last.pt", weights_only=True)["params"]
-    from safemaml.engine.learner import Learner
     from safemaml.runs.train import new_learner
 
     learner = new_learner(tiny_config(init=str(tmp_path / "base")))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from safemaml.errors import SafeMamlError
-from safemaml.engine.metaopt import MetaOptimizer, conjugate_gradient, trpo_step
 from safemaml.config import MetaOptConfig
+from safemaml.engine.metaopt import MetaOptimizer, conjugate_gradient, trpo_step
+from safemaml.errors import SafeMamlError
 
 A = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
 G = np.array([0.03, -0.02, 0.01])

@@ -15,9 +15,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 from safemaml.cli import options
 from safemaml.errors import SafeMamlError
@@ -148,7 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     `--print-config` shows it). Objective parameters are flags too: `--eta 2.0` for cvar
     (`safemaml objectives` lists every objective's parameters and defaults).
     """
-    from safemaml import api, config as config_io
+    from safemaml import api
+    from safemaml import config as config_io
 
     if args.resume:
         if args.print_config or args.config or args.out or args.extra or args.set or any(
@@ -250,8 +251,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Draw a run's learning curve (pre- and post-update return per meta-iteration)."""
     import os
 
-    from safemaml.runs import rundir
     from safemaml.measure.figures import learning_curve
+    from safemaml.runs import rundir
 
     run = rundir.RunDir(args.run)
     if run.path.exists() and not run.path.is_dir():
@@ -307,10 +308,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Sample K tasks x n trajectories with a fresh policy and report control steps per second."""
     import numpy as np
 
+    from safemaml.engine.learner import torch_device
     from safemaml.engine.policy import PolicySpec
     from safemaml.engine.rollout import Sampler
     from safemaml.tasks import get_family
-    from safemaml.engine.learner import torch_device
 
     family = get_family(args.tasks)
     device = torch_device(args.device)

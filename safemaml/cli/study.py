@@ -122,8 +122,15 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     from optuna.pruners import MedianPruner
 
     from safemaml.studies import checks as study_checks
-    from safemaml.studies.study import (continue_hint, enqueue_point_list, enqueue_points, finished, load_or_create,
-                                        run_study, running_elsewhere)
+    from safemaml.studies.study import (
+        continue_hint,
+        enqueue_point_list,
+        enqueue_points,
+        finished,
+        load_or_create,
+        run_study,
+        running_elsewhere,
+    )
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
@@ -172,10 +179,10 @@ def _configure_logging(quiet: bool) -> None:
 
 def cmd_study_show(args: argparse.Namespace) -> int:
     """Print the trials table, Pareto front or best trial and importances; write trials.csv and figures."""
-    from safemaml.studies.study import load_or_create
-    from safemaml.studies.report import show
-
     import optuna
+
+    from safemaml.studies.report import show
+    from safemaml.studies.study import load_or_create
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directory, storage = _open(args)

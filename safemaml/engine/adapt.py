@@ -7,7 +7,6 @@ meta-batch with torch.func; `adapt_loop` is the per-task reference it is tested 
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

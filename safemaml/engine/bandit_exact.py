@@ -31,9 +31,9 @@ import torch
 from torch import Tensor
 
 from safemaml.config import AdaptConfig
-from safemaml.errors import SafeMamlError
 from safemaml.engine.policy import Params, PolicySpec, mean_action
 from safemaml.engine.returns import advantages, normalize_per_task
+from safemaml.errors import SafeMamlError
 
 DTYPE = torch.float64
 

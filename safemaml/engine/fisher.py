@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, cast
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor
 
-from safemaml.engine.adapt import inner_loss
-
 from safemaml.config import AdaptConfig
+from safemaml.engine.adapt import inner_loss
 from safemaml.engine.policy import Params, PolicySpec, kl_divergence
 
 FVP = Callable[[Tensor], Tensor]

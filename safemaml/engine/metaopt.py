@@ -8,7 +8,7 @@ policies. `kl` is the mean KL from the adapted policies that sampled the post-up
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

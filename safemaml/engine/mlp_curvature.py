@@ -17,16 +17,16 @@ parity; `meta.curvature = "analytic"`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from safemaml.config import AdaptConfig
-from safemaml.errors import SafeMamlError
 from safemaml.engine.fisher import FVP, curvature_data, jfj_product
 from safemaml.engine.policy import Params, PolicySpec
+from safemaml.errors import SafeMamlError
 
 
 def _matmul(x: Tensor, w: Tensor) -> Tensor:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from safemaml.errors import SafeMamlError
 from safemaml.engine.policy import Params, PolicySpec, mean_action
+from safemaml.errors import SafeMamlError
 from safemaml.tasks import TaskFamily
 
 

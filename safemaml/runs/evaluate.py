@@ -25,18 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safemaml.config import DEFAULT_ROUNDS, DEFAULT_SAMPLE, EvalRequest
 from safemaml.checks import MAX_SEED, check_eval_request
-from safemaml.errors import SafeMamlError
+from safemaml.config import DEFAULT_ROUNDS, DEFAULT_SAMPLE, EvalRequest
+from safemaml.engine.learner import derive_seed, policy_spec
 from safemaml.engine.metastep import InnerLoop, inner_loop
-from safemaml.measure.metrics import per_task_rounds, summarize
 from safemaml.engine.policy import PolicySpec, action_std
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler, Trajectories
-from safemaml.tasks import TaskFamily, get_family
+from safemaml.errors import SafeMamlError
+from safemaml.measure.metrics import per_task_rounds, summarize
 from safemaml.runs.integrity import check_config_matches_checkpoint, check_evaluation_out, valid_rounds
 from safemaml.runs.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
-from safemaml.engine.learner import derive_seed, policy_spec
+from safemaml.tasks import TaskFamily, get_family
 
 MAX_GRID_TASKS = 10_000
 

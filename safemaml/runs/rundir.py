@@ -20,18 +20,31 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import fcntl
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from safemaml.errors import RunFault, SafeMamlError
-from safemaml.files import (CHECKPOINT_KEYS, CHECKPOINTS, LAST, check_params, checkpoint_bytes,  # noqa: F401
-                            commit, ensure_folder, load_checkpoint, os_error_message, os_errors, save_checkpoint,
-                            stage_bytes, write_bytes_atomic, write_text_atomic)
+from safemaml.files import (  # noqa: F401
+    CHECKPOINT_KEYS,
+    CHECKPOINTS,
+    LAST,
+    check_params,
+    checkpoint_bytes,
+    commit,
+    ensure_folder,
+    load_checkpoint,
+    os_error_message,
+    os_errors,
+    save_checkpoint,
+    stage_bytes,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 CONFIG, METRICS, LOCK = "config.toml", "metrics.csv", ".lock"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from objectives import make_objective
 from safemaml import config as config_io
@@ -210,7 +210,7 @@ def _loop(learner: Learner, run: RunDir, start: int, progress: Progress, board) 
                 rundir.ensure_folder(run.checkpoints)
                 rundir.save_checkpoint(checkpoint_state(learner, i), run.checkpoint_path(i))
             if board is not None:
-                for key in log.fields[1:]:  # the metrics.csv columns after `iteration`
+                for key in (log.fields or [])[1:]:  # the metrics.csv columns after `iteration`
                     board.add_scalar(key, metrics.get(key, float("nan")), i + 1)
             progress.iteration(i, metrics, time.perf_counter() - t)
     except KeyboardInterrupt:  # last.pt already holds the last finished iteration: nothing half-done is saved

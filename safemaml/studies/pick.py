@@ -21,10 +21,10 @@ import argparse
 import math
 import statistics
 import sys
-import tomllib
 from pathlib import Path
 
 import optuna
+import tomllib
 
 from safemaml.config import from_dict, toml_value
 from safemaml.errors import SafeMamlError

@@ -7,12 +7,22 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from safemaml.studies.study import METRIC_NAMES, METRICS, StudySettings
+
+
+def _value_of(i: int, sign: float = 1.0) -> Callable[[FrozenTrial], float]:
+    """A trial's i-th objective value (times `sign`): the target Optuna's tools read."""
+    def value(t: FrozenTrial) -> float:
+        return sign * t.values[i]
+
+    return value
 
 
 def trials_table(study: optuna.Study, settings: StudySettings):
@@ -44,7 +54,7 @@ MIN_TOP_TRIALS = 5
 TOP_QUANTILE = 0.1  # PedAnovaImportanceEvaluator's default target_quantile
 
 
-def importances(study: optuna.Study, settings: StudySettings) -> dict[str, dict[str, float]]:
+def importances(study: optuna.Study, settings: StudySettings) -> dict[str, dict[str, Any]]:
     """PED-ANOVA importances (optuna.importance's default) of each parameter for each metric, or the reason
     they are unavailable: too few complete trials, or a metric that never varies."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -56,7 +66,7 @@ def importances(study: optuna.Study, settings: StudySettings) -> dict[str, dict[
         reason = (f"{len(complete)} complete trials: PED-ANOVA's top 10% would hold {n_top}, "
                   f"and it needs {MIN_TOP_TRIALS} (at least {need} trials)")
         return {metric: {"unavailable": reason} for metric in settings.metrics}
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for i, metric in enumerate(settings.metrics):
         sign = -1.0 if METRICS[metric] == "maximize" else 1.0  # PED-ANOVA explains low target values
         if len({t.values[i] for t in complete}) == 1:  # nothing to explain; PED-ANOVA would split it evenly
@@ -66,7 +76,7 @@ def importances(study: optuna.Study, settings: StudySettings) -> dict[str, dict[
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out[metric] = optuna.importance.get_param_importances(
-                    study, target=lambda t, i=i, sign=sign: sign * t.values[i])
+                    study, target=_value_of(i, sign))
         except (RuntimeError, ValueError) as exc:  # e.g. every trial has the same value
             out[metric] = {"unavailable": str(exc)}
     return out
@@ -104,7 +114,7 @@ def figures(study: optuna.Study, settings: StudySettings, out: Path) -> list[Pat
     from optuna.visualization import matplotlib as ovm
 
     names = [METRIC_NAMES[m] for m in settings.metrics]
-    written = []
+    written: list[Path] = []
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return written
     with warnings.catch_warnings():
@@ -122,15 +132,15 @@ def figures(study: optuna.Study, settings: StudySettings, out: Path) -> list[Pat
                 _save(ax, out / "pareto_unconstrained.png")
                 written.append(out / "pareto_unconstrained.png")
         for i, name in enumerate(names):
-            ax = ovm.plot_optimization_history(study, target=lambda t, i=i: t.values[i], target_name=name)
+            ax = ovm.plot_optimization_history(study, target=_value_of(i), target_name=name)
             path = out / f"history_{settings.metrics[i]}.png"
             _save(ax, path)
             written.append(path)
-        sliced = [p for p in ("beta", "delta") if p in settings.distributions]
+        sliced: list[str] = [p for p in ("beta", "delta") if p in settings.distributions]
         for i, name in enumerate(names):
             if not sliced:
                 break
-            ax = ovm.plot_slice(study, params=sliced, target=lambda t, i=i: t.values[i], target_name=name)
+            ax = cast(Any, ovm.plot_slice(study, params=sliced, target=_value_of(i), target_name=name))
             path = out / f"slice_{settings.metrics[i]}.png"
             _save(ax, path)
             written.append(path)

@@ -22,11 +22,16 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution, distribution_to_json)
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+)
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
@@ -85,18 +90,18 @@ def parse_range(item: str) -> tuple[str, BaseDistribution]:
         raise SafeMamlError(f"--search {item!r}: LOW must be below HIGH")
     if kind == "log" and low <= 0:
         raise SafeMamlError(f"--search {item!r}: a log range needs LOW > 0")
-    return name, IntDistribution(low, high) if kind == "int" else FloatDistribution(low, high, log=kind == "log")
+    return name, IntDistribution(int(low), int(high)) if kind == "int" else FloatDistribution(low, high, log=kind == "log")
 
 
 def _corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
     """Low and high ends of every range (others at their low end): checked before any training."""
-    def low(d):
+    def low(d: Any) -> Any:
         return d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
 
     base = {k: low(d) for k, d in space.items()}
     points = [base]
     for name, dist in space.items():
-        values = dist.choices[1:] if isinstance(dist, CategoricalDistribution) else [dist.high]
+        values = dist.choices[1:] if isinstance(dist, CategoricalDistribution) else [cast(Any, dist).high]
         points += [{**base, name: v} for v in values]
     return points
 
@@ -293,7 +298,7 @@ def _holds_point(study: optuna.Study, point: dict[str, Any]) -> bool:
     return False
 
 
-def _in_space(name: str, value: Any, dist: BaseDistribution) -> Any:
+def _in_space(name: str, value: Any, dist: Any) -> Any:
     if isinstance(dist, CategoricalDistribution):
         if value not in dist.choices:
             raise SafeMamlError(f"--enqueue {name}={value}: not one of the searched choices {list(dist.choices)}")
@@ -324,9 +329,10 @@ def load_or_create(storage, name: str, settings: StudySettings | None, pruner=No
         if stored is None and settings is None:
             raise SafeMamlError(f"study {name!r} has no safemaml settings")
         settings = settings or stored
+    assert settings is not None  # given, or stored (checked above)
     directions = [METRICS[m] for m in settings.metrics]
     if not exists:
-        study = optuna.create_study(study_name=name, storage=storage, directions=directions, pruner=pruner,
+        study = optuna.create_study(study_name=name, storage=storage, directions=cast(Any, directions), pruner=pruner,
                                     load_if_exists=True)
     if sampler_seed is not None:
         study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
@@ -483,14 +489,14 @@ def run_study(study: optuna.Study, settings: StudySettings, directory: Path, tri
         started: list[int] = []
 
         def objective(trial: Trial) -> list[float]:
-            started.append(trial.number)
+            started.append(trial.number)  # noqa: B023  (called within this iteration)
             try:
                 return run_trial(trial, settings, directory, device, quiet)
             except KeyboardInterrupt:  # not the run's "resume with train --resume": the study is what goes on
                 raise KeyboardInterrupt("interrupted; the trial is queued again") from None
 
         try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda s, t: last.append(t)],
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[lambda s, t: last.append(t)],  # noqa: B023
                            gc_after_trial=False)
         except KeyboardInterrupt:
             if started:
