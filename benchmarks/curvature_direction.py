@@ -24,7 +24,6 @@ from safemaml import config as config_io  # noqa: E402
 from safemaml.engine.curvature import make_fvp  # noqa: E402
 from safemaml.engine.metaopt import conjugate_gradient  # noqa: E402
 from safemaml.engine.metastep import MetaData, inner_loop, meta_loss  # noqa: E402
-from safemaml.engine.learner import Learner  # noqa: E402
 from safemaml.runs.train import new_learner
 
 VARIANTS = [("exact", 1.0, 10), ("adapted-fisher", 1.0, 10), ("adapted-fisher", 0.25, 10),
@@ -55,7 +54,7 @@ def main() -> None:
     for curvature, subsample, iters in VARIANTS:
         start = time.perf_counter()
         product = make_fvp(curvature, learner.spec, cfg.adapt, theta, data, subsample)
-        d = conjugate_gradient(lambda v: product(v) + damping * v, g, iters)
+        d = conjugate_gradient(lambda v: product(v) + damping * v, g, iters)  # noqa: B023  (used at once)
         seconds = time.perf_counter() - start
         reference = d if reference is None else reference
         shs = 0.5 * (d @ (exact(d) + damping * d)).item()

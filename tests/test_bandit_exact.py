@@ -10,15 +10,21 @@ import math
 import numpy as np
 import torch
 
+from safemaml.config import AdaptConfig, PolicyConfig, TrainConfig
 from safemaml.engine.adapt import adapt_loop
-
-from safemaml.config import AdaptConfig
-from safemaml.engine.bandit_exact import (DTYPE, InnerStep, advantage_matrix, adapt_rounds, gaussian, inner_statistics,
-                                   midpoint_grid, task_statistics)
-from safemaml.config import PolicyConfig, TrainConfig
-from safemaml.runs.evaluate import sample_before_after
+from safemaml.engine.bandit_exact import (
+    DTYPE,
+    InnerStep,
+    adapt_rounds,
+    advantage_matrix,
+    gaussian,
+    inner_statistics,
+    midpoint_grid,
+    task_statistics,
+)
 from safemaml.engine.policy import PolicySpec, mean_action
 from safemaml.engine.returns import advantages
+from safemaml.runs.evaluate import sample_before_after
 from safemaml.tasks import get_family
 
 FAMILY = get_family("bandit")

@@ -12,18 +12,18 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import interruptible, tiny_config
 from scipy import optimize, stats
 
-from helpers import interruptible, tiny_config
 from safemaml import config as config_io
-from safemaml.engine.adapt import adapt
 from safemaml.cli.main import main
-from safemaml.runs.evaluate import HELD_OUT_PHASE, sample_before_after
+from safemaml.engine.adapt import adapt
+from safemaml.engine.learner import derive_seed, policy_spec
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler
-from safemaml.tasks import get_family
-from safemaml.engine.learner import derive_seed, policy_spec
+from safemaml.runs.evaluate import HELD_OUT_PHASE, sample_before_after
 from safemaml.runs.train import load_checkpoint, train
+from safemaml.tasks import get_family
 
 K, R, N = 6, 3, 4  # sampled tasks, rounds, trajectories per phase
 

@@ -18,12 +18,12 @@ import dataclasses
 import numpy as np
 import torch
 
-from safemaml.engine.bandit_exact import InnerStep, gaussian, midpoint_grid, task_statistics
 from safemaml.config import PolicyConfig, TrainConfig
-from safemaml.engine.policy import mean_action
-from safemaml.tasks import get_family
+from safemaml.engine.bandit_exact import InnerStep, gaussian, midpoint_grid, task_statistics
 from safemaml.engine.learner import policy_spec
+from safemaml.engine.policy import mean_action
 from safemaml.runs.train import train
+from safemaml.tasks import get_family
 
 BETA, DELTA = 0.1, 0.05
 FAMILY = get_family("bandit")

@@ -7,17 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Independent, Normal, kl_divergence as torch_kl
+from torch.distributions import Independent, Normal
+from torch.distributions import kl_divergence as torch_kl
 
 from objectives.penalty import loo_center, return_scale
+from safemaml.config import AdaptConfig, MetaOptConfig
 from safemaml.engine.adapt import adapt_loop, adapt_vmap
-from safemaml.config import AdaptConfig
 from safemaml.engine.metaopt import MetaOptimizer
-from safemaml.config import MetaOptConfig
-from safemaml.measure.metrics import bootstrap_ci
 from safemaml.engine.policy import PolicySpec, action_std, kl_divergence, log_prob, mean_action
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler
+from safemaml.measure.metrics import bootstrap_ci
 from safemaml.tasks import get_family
 
 
@@ -165,6 +165,7 @@ def test_structured_fisher_product_is_used_exactly_where_it_is_exact(num_steps, 
     """`supports` claims the structured product for one inner step or first-order adaptation; there it
     equals double backward through the adaptation, and for two second-order steps it does not."""
     from helpers import pre_batch
+
     from objectives import make_objective
     from safemaml.engine.fisher import maml_fvp, supports
     from safemaml.engine.metaopt import autograd_fvp
@@ -254,6 +255,7 @@ def test_a_std_that_is_not_learned_stays_put_through_adaptation_and_meta_steps(t
     """policy.learn_std = false (the matched-std control): the log std is exactly its initial value after
     adaptation and after every meta-step, while the mean's parameters move."""
     from helpers import tiny_config
+
     from safemaml.runs.train import load_checkpoint, train
 
     cfg = tiny_config(iterations=2, checkpoint_every=1, **{"policy.learn_std": False, "policy.init_std": 0.6, "meta.name": meta,
@@ -276,7 +278,8 @@ def test_a_std_that_is_not_learned_is_held_at_init_std_when_fine_tuning(tmp_path
     policy.learn_std = false the checkpoint's std is replaced by policy.init_std and stays there,
     while the checkpoint's other parameters are the starting point."""
     from helpers import tiny_config
-    from safemaml.engine.learner import Learner, initial_params
+
+    from safemaml.engine.learner import initial_params
     from safemaml.runs.train import load_checkpoint, new_learner, train
 
     train(tiny_config(iterations=1, **{"policy.init_std": 0.8}), tmp_path / "base", quiet=True)

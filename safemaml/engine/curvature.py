@@ -25,14 +25,13 @@ Settings of `meta.curvature`:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from safemaml.engine.adapt import inner_loss
-
 from safemaml.config import AdaptConfig
+from safemaml.engine.adapt import inner_loss
 from safemaml.engine.fisher import _block_hvp, _per_task_copy, curvature_data, jfj_product, maml_fvp
 from safemaml.engine.mlp_curvature import analytic_fvp, fisher_diagonal, record
 from safemaml.engine.policy import Params, PolicySpec, mean_action

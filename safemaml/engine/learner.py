@@ -10,26 +10,27 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from safemaml import files
 from safemaml.config import TrainConfig
-from safemaml.errors import RunFault, SafeMamlError
-from safemaml.engine.curvature import adapted_fisher_diagonal, make_fvp as curvature_fvp
+from safemaml.engine.curvature import adapted_fisher_diagonal
+from safemaml.engine.curvature import make_fvp as curvature_fvp
 from safemaml.engine.fisher import supports
 from safemaml.engine.metaopt import MetaOptimizer
-from safemaml.engine.objective import Objective
 from safemaml.engine.metastep import MetaData, inner_loop, meta_loss
-from safemaml.measure import schema
-from safemaml.measure.metrics import summarize
+from safemaml.engine.objective import Objective
 from safemaml.engine.policy import Params, PolicySpec, action_std, mean_action
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler
+from safemaml.errors import RunFault, SafeMamlError
+from safemaml.measure import schema
+from safemaml.measure.metrics import summarize
 from safemaml.tasks import get_family
 
 METRIC_FIELDS = list(schema.TRAINING_COLUMNS)  # metrics.csv's leading columns (safemaml.measure.schema)
@@ -54,7 +55,7 @@ class Learner:
     device: torch.device
 
     @classmethod
-    def create(cls, cfg: TrainConfig, objective: Objective) -> "Learner":
+    def create(cls, cfg: TrainConfig, objective: Objective) -> Learner:
         """A fresh learner for `cfg` (initial parameters from its seed or its `init` checkpoint)."""
         family = get_family(cfg.tasks)
         device = torch_device(cfg.device)

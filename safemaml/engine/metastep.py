@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from safemaml.engine.adapt import adapt
-
 from safemaml.config import AdaptConfig
+from safemaml.engine.adapt import adapt
 from safemaml.engine.metabatch import MetaBatch
 from safemaml.engine.objective import Objective
 from safemaml.engine.policy import Params, PolicySpec, gaussian_kl, gaussian_log_prob, log_prob, log_std_for, mean_action
@@ -49,7 +48,7 @@ class MetaData:
 
 
 def adapted(spec: PolicySpec, cfg: AdaptConfig, params: Params, pre: Trajectories, pre_adv: Tensor,
-            resampled: list[tuple[Trajectories, Tensor]] = ()) -> Params:
+            resampled: Sequence[tuple[Trajectories, Tensor]] = ()) -> Params:
     """theta'_T: cfg.num_steps inner steps on the pre-update data; with cfg.resample, one step on
     the pre-update data and one on each batch of `resampled` (sampled by the step before it)."""
     if not cfg.resample:
