@@ -87,8 +87,12 @@ def _estimate(objective, draws):
 
 @pytest.fixture(scope="module")
 def population():
+    return make_population()
+
+
+def make_population(seed=1):
     """phi -> Gamma = G_pre - G_post [K, N], from common random numbers, differentiable in phi."""
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed)
     K = PHI0.shape[0]
     pre = _returns(PRE_MU.expand(K, 2), PRE_LOGSTD.expand(K, 2),
                    torch.randn(K, POPULATION, H, 2, generator=gen, dtype=torch.float64), GOALS)
@@ -106,43 +110,71 @@ def _population_scale(population):
     return return_scale(population(PHI0)).item()
 
 
-def _check(estimate, stderr, reference):
+def tolerance_ratios(estimate, stderr, reference, k=3.0, relative=0.03):
+    """(max |estimate - reference| / (k stderr + relative max|reference|), max stderr / max|reference|):
+    the stated tolerance holds when the first is <= 1 and the second < 0.025 (tools/measure_margins.py
+    measures both under perturbations)."""
     top = reference.abs().max()
-    assert top > 1e-3, "the reference gradient should not vanish"
-    assert stderr.max() < 0.025 * top, "too few meta-batches for the stated tolerance"
-    assert ((estimate - reference).abs() <= 3 * stderr + 0.03 * top).all(), (estimate, reference)
+    error = ((estimate - reference).abs() / (k * stderr + relative * top)).max()
+    return float(error), float(stderr.max() / top)
 
 
-def test_cvar_gradient_matches_the_population_cvar(draws, population):
+def _check(estimate, stderr, reference):
+    assert reference.abs().max() > 1e-3, "the reference gradient should not vanish"
+    error, noise = tolerance_ratios(estimate, stderr, reference)
+    assert noise < 0.025, "too few meta-batches for the stated tolerance"
+    assert error <= 1, (estimate, reference)
+
+
+def cvar_case(population):
     """Automatic return scale: s is the MAD of each meta-batch's pairs, close to the population's."""
-    obj = make_objective("cvar", beta=0.2, delta=0.5, eta=1.0)
     s = _population_scale(population)
 
     def penalty(gamma):  # eta (C + margin)^+ / s, C = CVaR_delta over tasks of CVaR_beta(Gamma_T)
         y = cvar_weights(gamma, 0.2)[0]
         return torch.clamp(cvar_weights(y, 0.5)[0], min=0) / s
 
-    _check(*_estimate(obj, draws), _pathwise(population, penalty))
+    return make_objective("cvar", beta=0.2, delta=0.5, eta=1.0), penalty
 
 
-def test_lagrangian_gradient_matches_the_population_smoothed_violation(draws, population):
+def lagrangian_case(population):
     """Automatic return scale, which also sets the pair smoothing's width tau * s."""
-    obj = make_objective("lagrangian", beta=0.3, delta=0.1, multiplier=1.0, tau=0.5, tau_h=0.1)
     s = _population_scale(population)
 
     def penalty(gamma):
         v = torch.sigmoid(gamma / (0.5 * s)).mean(1)
         return torch.sigmoid((v - 0.3) / 0.1).mean()
 
-    _check(*_estimate(obj, draws), _pathwise(population, penalty))
+    return make_objective("lagrangian", beta=0.3, delta=0.1, multiplier=1.0, tau=0.5, tau_h=0.1), penalty
 
 
-def test_quantile_gradient_matches_the_population_quantile(draws, population):
+def quantile_case(population):
     scale = 2.0
     obj = make_objective("quantile", beta=0.2, delta=0.5, eta=1.0, temperature=0.1, return_scale=scale)
     q0 = upper_quantile(population(PHI0), 0.8)
     omega = obj.task_weights(q0, torch.tensor(scale, dtype=torch.float64))  # held fixed, as the estimator does
-    _check(*_estimate(obj, draws), _pathwise(population, _quantile_penalty(omega, q0, scale)))
+    return obj, _quantile_penalty(omega, q0, scale)
+
+
+CASES = {"cvar": cvar_case, "lagrangian": lagrangian_case, "quantile": quantile_case}
+
+
+def case_comparison(name, draws, population):
+    """(estimate, standard errors, reference) of one objective's penalty gradient."""
+    obj, penalty = CASES[name](population)
+    return (*_estimate(obj, draws), _pathwise(population, penalty))
+
+
+def test_cvar_gradient_matches_the_population_cvar(draws, population):
+    _check(*case_comparison("cvar", draws, population))
+
+
+def test_lagrangian_gradient_matches_the_population_smoothed_violation(draws, population):
+    _check(*case_comparison("lagrangian", draws, population))
+
+
+def test_quantile_gradient_matches_the_population_quantile(draws, population):
+    _check(*case_comparison("quantile", draws, population))
 
 
 def _quantile_penalty(omega, q0, scale):
@@ -154,21 +186,26 @@ def _quantile_penalty(omega, q0, scale):
     return penalty
 
 
-def test_quantile_gradient_bias_falls_with_the_sample(population):
-    """The per-task bandwidth h_T = 0.9 sigma_T (nm)^(-1/5) shrinks with n m, so the bias vanishes: at
-    n = m = 80 the mean estimate is within 4 standard errors + 5% (not 15%) of the reference, and closer
-    than at n = m = 10. s = 10 is wide against these tasks' spread: a bandwidth fixed in units of s
-    (h = 0.2 s, the former rule) stays about 14% off at every n."""
+def quantile_bias(population, seeds=(5, 6)):
+    """(large-sample tolerance ratio at 4 standard errors + 5%, large-sample error / small-sample error)."""
     scale = 10.0
     obj = make_objective("quantile", beta=0.2, delta=0.5, eta=1.0, temperature=0.1, return_scale=scale)
     q0 = upper_quantile(population(PHI0), 0.8)
     omega = obj.task_weights(q0, torch.tensor(scale, dtype=torch.float64))
     reference = _pathwise(population, _quantile_penalty(omega, q0, scale))
-    small, _ = _estimate(obj, _make_draws(300, 10, 10, seed=5))
-    large, stderr = _estimate(obj, _make_draws(200, 80, 80, seed=6))
-    worst = reference.abs().max()
-    assert ((large - reference).abs() <= 4 * stderr + 0.05 * worst).all(), (large, reference)
-    assert (large - reference).abs().max() < (small - reference).abs().max()
+    small, _ = _estimate(obj, _make_draws(300, 10, 10, seed=seeds[0]))
+    large, stderr = _estimate(obj, _make_draws(200, 80, 80, seed=seeds[1]))
+    shrink = (large - reference).abs().max() / (small - reference).abs().max()
+    return tolerance_ratios(large, stderr, reference, k=4.0, relative=0.05)[0], float(shrink)
+
+
+def test_quantile_gradient_bias_falls_with_the_sample(population):
+    """The per-task bandwidth h_T = 0.9 sigma_T (nm)^(-1/5) shrinks with n m, so the bias vanishes: at
+    n = m = 80 the mean estimate is within 4 standard errors + 5% (not 15%) of the reference, and closer
+    than at n = m = 10. s = 10 is wide against these tasks' spread: a bandwidth fixed in units of s
+    (h = 0.2 s, the former rule) stays about 14% off at every n."""
+    error, shrink = quantile_bias(population)
+    assert error <= 1 and shrink < 1, (error, shrink)
 
 
 def test_inactive_penalties_leave_the_maml_gradient(draws):

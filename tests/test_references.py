@@ -130,16 +130,19 @@ def _bandit_expected_return(mean, std, goals, horizon):
     return -horizon * (((mean - goals) ** 2).sum(-1) + (std ** 2).sum(-1))
 
 
-@pytest.mark.parametrize("adapt_fn", [adapt_loop, adapt_vmap])
-def test_adaptation_improves_the_exact_expected_return(adapt_fn):
-    """A small inner step on sampled bandit data raises every task's *true* expected return by
-    about alpha * g . grad J (first order), not merely the inner loss it descends."""
+def exact_returns_around_adaptation(adapt_fn, perturb=None, seed=3):
+    """The bandit's exact expected return of 4 tasks before and after a small inner step on sampled data.
+    `perturb` (margin measurements, tools/measure_margins.py): multiply the initial parameters by
+    (1 + 1e-6 N), N seeded by it."""
     family = get_family("bandit")
     spec = PolicySpec(family.obs_dim, family.act_dim, hidden=(8,))
     params = {k: v.double() for k, v in spec.init(0).items()}
+    if perturb is not None:
+        gen = torch.Generator().manual_seed(perturb)
+        params = {k: v * (1 + 1e-6 * torch.randn(v.shape, generator=gen, dtype=v.dtype)) for k, v in params.items()}
     K, n, H = 4, 40, family.horizon
     goals = np.array([[1.0, 0.5], [-0.8, 0.2], [0.3, -1.0], [-0.5, -0.6]])
-    traj = Sampler(family, spec, K, n).sample({k: v.float() for k, v in params.items()}, goals, seed=3)
+    traj = Sampler(family, spec, K, n).sample({k: v.float() for k, v in params.items()}, goals, seed=seed)
     obs, actions, mask = traj.obs.double(), traj.actions.double(), traj.mask.double()
     adv = advantages(obs, traj.rewards.double(), mask, 0.99, 1.0)
     fast = adapt_fn(spec, AdaptConfig(fast_lr=0.01), params, obs, actions, adv, mask)
@@ -152,7 +155,16 @@ def test_adaptation_improves_the_exact_expected_return(adapt_fn):
 
     before = exact(params)
     after = torch.stack([exact({k: v[t] for k, v in fast.items()})[t] for t in range(K)])
+    return family, spec, params, goals, before, after
+
+
+@pytest.mark.parametrize("adapt_fn", [adapt_loop, adapt_vmap])
+def test_adaptation_improves_the_exact_expected_return(adapt_fn):
+    """A small inner step on sampled bandit data raises every task's *true* expected return by
+    about alpha * g . grad J (first order), not merely the inner loss it descends."""
+    family, spec, params, goals, before, after = exact_returns_around_adaptation(adapt_fn)
     assert (after > before).all(), (before, after)
+    one = torch.ones(1, dtype=torch.float64)
     # the bandit's own formula agrees with the one written here
     np.testing.assert_allclose(family.expected_return(mean_action(spec, params, one).numpy(),
                                                       torch.exp(params["log_std"]).numpy(), goals),

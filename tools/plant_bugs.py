@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 EVAL_RESUME = "tests/test_evaluate.py::test_an_interrupted_evaluation_continues_from_its_finished_rounds"
+POSITIVE_CONTROL = ("tests/test_positive_control.py::"
+                    "test_the_lagrangians_meta_gradient_lowers_the_exact_violation_rate_more_than_mamls")
 LIVE_WORKER = "tests/test_study.py::test_a_worker_does_not_start_a_trial_another_live_worker_is_finishing"
 
 # (what, file, text, replacement, test files)
@@ -93,6 +95,11 @@ BUGS = [
     ("--enqueue skips a point whose trials all failed", "safemaml/study.py",
      "TrialState.RUNNING, TrialState.WAITING)", "TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)",
      ["tests/test_study.py::test_enqueued_points_run_first_and_are_not_queued_twice"]),
+    ("lagrangian penalty's sign flipped", "objectives/lagrangian.py",
+     "loss = batch.surrogates.mean() + score_surrogate(", "loss = batch.surrogates.mean() - score_surrogate(",
+     [POSITIVE_CONTROL]),
+    ("lagrangian penalty dropped (its weights times 0: MAML)", "objectives/lagrangian.py",
+     "weights = self.lam.value * dV_dv", "weights = 0.0 * dV_dv", [POSITIVE_CONTROL]),
 ]
 
 # Issue 25's hostile pass (tests/test_hostile.py): each check taken out again, one per class and command.
