@@ -27,7 +27,7 @@ DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 # TRPO's curvature choices (safemaml.engine.curvature.make_fvp builds each).
 CURVATURES = ("analytic", "exact", "gauss-newton", "adapted-fisher")
 # TRPO's CG preconditioners and step-length measures (safemaml.engine.metaopt.trpo_step applies each).
-CG_PRECONDITIONERS = ("none", "fisher-diagonal")
+CG_PRECONDITIONERS = ("none", "fisher-diagonal", "adapted-fisher")
 CG_STEP_LENGTHS = ("product", "residual")
 
 
@@ -72,9 +72,9 @@ class MetaOptConfig:
     lr: float = option(1e-3, "Adam's learning rate (Adam only)")
     fvp_subsample: float = option(1.0, "fraction of trajectories for TRPO's curvature (1.0: exact, the paper's)")
     curvature: str = option("analytic", "TRPO's curvature (safemaml.engine.curvature)", choices=CURVATURES)
-    cg_precondition: str = option("none", "TRPO's CG preconditioner: none (plain CG, the paper's) or "
-                                  "fisher-diagonal (the diagonal of the adapted policies' Fisher)",
-                                  choices=CG_PRECONDITIONERS)
+    cg_precondition: str = option("none", "TRPO's CG preconditioner: none (plain CG, the paper's), "
+                                  "fisher-diagonal (the adapted policies' Fisher diagonal) or adapted-fisher "
+                                  "(their Fisher, by a few inner CG iterations)", choices=CG_PRECONDITIONERS)
     cg_step_length: str = option("product", "TRPO's d'Fd for the step length: product (one more curvature "
                                  "product, the paper's) or residual (from CG's residual, no product)",
                                  choices=CG_STEP_LENGTHS)

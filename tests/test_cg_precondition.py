@@ -18,6 +18,7 @@ from safemaml.config import MetaOptConfig
 from safemaml.engine.curvature import adapted_fisher_diagonal, make_fvp
 from safemaml.engine.learner import meta_step
 from safemaml.engine.metaopt import conjugate_gradient, fisher_preconditioner, jacobi, preconditioned_cg, trpo_step
+from safemaml.engine.mlp_curvature import adapted_fisher_fvp
 from safemaml.errors import SafeMamlError
 from safemaml.runs.train import new_learner
 
@@ -112,18 +113,18 @@ def test_the_fisher_preconditioner_floors_the_diagonal_at_a_tenth_of_its_mean():
 
 @pytest.mark.parametrize("damping", [1e-5, 0.5])
 @pytest.mark.parametrize("step_length", ["product", "residual"])
-def test_trpo_with_the_diagonal_takes_the_closed_form_step(damping, step_length):
-    """CG converges on the 3-d quadratic with either preconditioner, so the step is the closed form; with
-    cg_step_length = "residual" its length comes from x.(g - r) = x'(A + cI)x instead of a product."""
+@pytest.mark.parametrize("precondition", ["fisher-diagonal", "adapted-fisher"])
+def test_trpo_preconditioned_takes_the_closed_form_step(damping, step_length, precondition):
+    """CG converges on the 3-d quadratic whatever the preconditioner (and with the flexible beta), so the step is
+    the closed form; with cg_step_length = "residual" its length comes from x.(g - r) = x'(A + cI)x."""
     seen = []
 
-    def make_diagonal(theta):
+    def make_preconditioner(theta):
         seen.append(theta)
-        return torch.tensor(np.diag(A))
+        return fisher_preconditioner(torch.tensor(np.diag(A)), damping)
 
-    cfg = MetaOptConfig(max_kl=0.01, cg_damping=damping, cg_precondition="fisher-diagonal",
-                        cg_step_length=step_length)
-    new, info = trpo_step(_params(), _quadratic(), cfg, make_diagonal=make_diagonal)
+    cfg = MetaOptConfig(max_kl=0.01, cg_damping=damping, cg_precondition=precondition, cg_step_length=step_length)
+    new, info = trpo_step(_params(), _quadratic(), cfg, make_preconditioner=make_preconditioner)
     step = _expected_step(0.01, damping)
     np.testing.assert_allclose(new["w"].numpy(), THETA0 - step, rtol=1e-9, atol=1e-12)
     assert info["kl"] == pytest.approx(0.5 * step @ A @ step) and info["loss_after"] == pytest.approx(-G @ step)
@@ -141,7 +142,8 @@ def test_one_preconditioned_iteration_gives_the_floored_jacobi_direction(step_le
     step = d * np.sqrt(0.01 / (0.5 * d @ damped @ d))
     cfg = MetaOptConfig(max_kl=0.01, cg_iters=1, cg_damping=damping, cg_precondition="fisher-diagonal",
                         cg_step_length=step_length)
-    new, _ = trpo_step(_params(), _quadratic(), cfg, make_diagonal=lambda theta: torch.tensor(diag))
+    new, _ = trpo_step(_params(), _quadratic(), cfg,
+                       make_preconditioner=lambda theta: fisher_preconditioner(torch.tensor(diag), damping))
     np.testing.assert_allclose(new["w"].numpy(), THETA0 - step, rtol=1e-9, atol=1e-12)
     assert np.linalg.norm(G - damped @ d) > 0.1 * np.linalg.norm(G)
 
@@ -155,9 +157,8 @@ def test_plain_cg_with_either_step_length_takes_todays_step(step_length):
     assert info == pytest.approx(ref_info, rel=1e-9)
 
 
-@pytest.mark.parametrize("precondition, step_length, products", [("none", "product", 3), ("none", "residual", 2),
-                                                                  ("fisher-diagonal", "product", 3),
-                                                                  ("fisher-diagonal", "residual", 2)])
+@pytest.mark.parametrize("precondition", ["none", "fisher-diagonal", "adapted-fisher"])
+@pytest.mark.parametrize("step_length, products", [("product", 3), ("residual", 2)])
 def test_the_step_length_from_the_residual_saves_a_product(precondition, step_length, products):
     """cg_iters products for the direction, and one for the step length unless it comes from the residual."""
     count = []
@@ -166,23 +167,76 @@ def test_the_step_length_from_the_residual_saves_a_product(precondition, step_le
         return lambda v: count.append(0) or torch.tensor(A) @ v
 
     cfg = MetaOptConfig(cg_iters=2, cg_precondition=precondition, cg_step_length=step_length)
-    trpo_step(_params(), _quadratic(), cfg, make_fvp, lambda theta: torch.ones(3, dtype=torch.float64))
+    trpo_step(_params(), _quadratic(), cfg, make_fvp, lambda theta: lambda r: r)
     assert len(count) == products
 
 
-def test_the_default_never_asks_for_the_diagonal():
+def test_the_default_never_asks_for_a_preconditioner():
     def refuse(theta):
-        raise AssertionError("the default (plain CG) asked for the diagonal")
+        raise AssertionError("the default (plain CG) asked for a preconditioner")
 
     cfg = MetaOptConfig()
-    new, info = trpo_step(_params(), _quadratic(), cfg, make_diagonal=refuse)
+    new, info = trpo_step(_params(), _quadratic(), cfg, make_preconditioner=refuse)
     ref, ref_info = trpo_step(_params(), _quadratic(), cfg)
     assert torch.equal(new["w"], ref["w"]) and info == ref_info
 
 
-def test_the_preconditioner_needs_a_diagonal():
+@pytest.mark.parametrize("precondition, flexible", [("none", False), ("fisher-diagonal", False),
+                                                     ("adapted-fisher", True)])
+def test_only_the_inner_solve_takes_the_flexible_beta(monkeypatch, precondition, flexible):
+    import safemaml.engine.metaopt as metaopt
+
+    seen = []
+    solve = metaopt.preconditioned_cg
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("flexible", False))
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(metaopt, "preconditioned_cg", spy)
+    trpo_step(_params(), _quadratic(), MetaOptConfig(cg_precondition=precondition), None, lambda theta: jacobi(
+        torch.tensor(np.diag(A))))
+    assert seen == [flexible]
+
+
+def test_a_preconditioned_setting_needs_a_preconditioner():
     with pytest.raises(SafeMamlError, match="cg_precondition"):
         trpo_step(_params(), _quadratic(), MetaOptConfig(cg_precondition="fisher-diagonal"))
+
+
+def _matrix(product, n):
+    return torch.stack([product(e) for e in torch.eye(n, dtype=torch.float64)], dim=1)
+
+
+@pytest.mark.parametrize("hidden, activation", [((), "relu"), ((4, 3, 5), "tanh")])
+def test_the_analytic_adapted_fisher_is_make_fvps(hidden, activation):
+    spec, cfg, theta, data = _synthetic(hidden, activation)
+    v = torch.randn(sum(p.numel() for p in theta.values()), generator=torch.Generator().manual_seed(5),
+                    dtype=torch.float64)
+    for subsample in (1.0, 0.5):
+        expected = make_fvp("adapted-fisher", spec, cfg, theta, data, subsample)(v)
+        torch.testing.assert_close(adapted_fisher_fvp(spec, theta, data, subsample)(v), expected, rtol=1e-10,
+                                   atol=1e-14)
+
+
+def test_the_preconditioners_apply_the_adapted_fisher_of_a_quarter_of_the_trajectories(monkeypatch):
+    """Reference: the adapted-fisher matrix built column by column from make_fvp on the trajectories the
+    preconditioner should use (a quarter of 4, so the minimum of 2, not all 4); fisher-diagonal divides by
+    its floored diagonal, adapted-fisher with more inner iterations than dimensions solves M x = r."""
+    import safemaml.engine.curvature as curvature
+
+    spec, cfg, theta, data = _synthetic((3,), "tanh")
+    n, damping = sum(p.numel() for p in theta.values()), 1e-3
+    m = _matrix(make_fvp("adapted-fisher", spec, cfg, theta, data, 0.25), n)
+    r = torch.randn(n, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    d = torch.diagonal(m)
+    got = curvature.preconditioner("fisher-diagonal", spec, theta, data, 1.0, damping)(r)
+    torch.testing.assert_close(got, r / (d + 0.1 * d.mean() + damping), rtol=1e-10, atol=1e-14)
+    monkeypatch.setattr(curvature, "INNER_ITERS", 3 * n)
+    got = curvature.preconditioner("adapted-fisher", spec, theta, data, 1.0, damping)(r)
+    expected = torch.linalg.solve(m + damping * torch.eye(n, dtype=torch.float64), r)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-8)
+    assert not torch.allclose(m, _matrix(make_fvp("adapted-fisher", spec, cfg, theta, data), n))
 
 
 @pytest.mark.parametrize("hidden, activation", [((), "relu"), ((5,), "tanh"), ((4, 3, 5), "relu"),
@@ -211,21 +265,24 @@ def test_fisher_diagonal_with_a_fixed_or_floored_std_and_a_subsample(overrides, 
     assert (std == 0).all() if edit is None else (std[1] == 0 and std[0] > 0)
 
 
-def test_a_meta_step_with_the_diagonal_keeps_the_trust_region(monkeypatch):
-    """The learner hands TRPO the diagonal of the adapted Fisher at the current parameters."""
+@pytest.mark.parametrize("precondition", ["fisher-diagonal", "adapted-fisher"])
+def test_a_preconditioned_meta_step_keeps_the_trust_region(monkeypatch, precondition):
+    """The learner hands TRPO the preconditioner its setting names, built at the current parameters from the
+    curvature's subsample and damping."""
     import safemaml.engine.learner as learner_module
 
     calls = []
-    diagonal = learner_module.adapted_fisher_diagonal
+    build = learner_module.preconditioner
 
-    def spy(spec, theta, data, subsample):
-        calls.append(subsample)
-        return diagonal(spec, theta, data, subsample)
+    def spy(name, spec, theta, data, subsample, damping):
+        calls.append((name, subsample, damping))
+        return build(name, spec, theta, data, subsample, damping)
 
-    monkeypatch.setattr(learner_module, "adapted_fisher_diagonal", spy)
-    cfg = tiny_config(**{"meta.cg_precondition": "fisher-diagonal", "meta.fvp_subsample": 0.5})
+    monkeypatch.setattr(learner_module, "preconditioner", spy)
+    cfg = tiny_config(**{"meta.cg_precondition": precondition, "meta.fvp_subsample": 0.5, "meta.cg_damping": 1e-4})
     metrics = meta_step(new_learner(cfg), 0)
-    assert calls == [0.5] and metrics["accepted"] == 1.0 and 0 < metrics["kl"] <= cfg.meta.max_kl
+    assert calls == [(precondition, 0.5, 1e-4)] and metrics["accepted"] == 1.0
+    assert 0 < metrics["kl"] <= cfg.meta.max_kl
 
 
 def test_old_configs_load_with_todays_cg_and_unknown_settings_are_refused():

@@ -33,7 +33,8 @@ from torch import Tensor
 from safemaml.config import AdaptConfig
 from safemaml.engine.adapt import inner_loss
 from safemaml.engine.fisher import _block_hvp, _per_task_copy, curvature_data, jfj_product, maml_fvp
-from safemaml.engine.mlp_curvature import analytic_fvp, fisher_diagonal, record
+from safemaml.engine.metaopt import fisher_preconditioner, preconditioned_cg
+from safemaml.engine.mlp_curvature import adapted_fisher_fvp, analytic_fvp, fisher_diagonal, record
 from safemaml.engine.policy import Params, PolicySpec, mean_action
 
 FVP = Callable[[Tensor], Tensor]
@@ -100,13 +101,38 @@ def make_fvp(curvature: str, spec: PolicySpec, cfg: AdaptConfig, theta0: Params,
     return gauss_newton_fvp(spec, cfg, theta0, data, subsample, adaptation_jacobian=curvature == "gauss-newton")
 
 
+# TRPO's preconditioners take the adapted policies' Fisher from this fraction of the curvature's trajectories:
+# on the recorded batches of benchmarks/cg_direction.py the direction is the same as from all of them (gain
+# within 0.3%), and the diagonal costs a quarter as much.
+DIAGONAL_SUBSAMPLE = 0.25
+INNER_ITERS = 5  # meta.cg_precondition = "adapted-fisher": inner CG iterations per application of M^-1
+
+
 def adapted_fisher_diagonal(spec: PolicySpec, theta0: Params, data, subsample: float = 1.0) -> Tensor:
     """The diagonal of the `adapted-fisher` curvature (sum_T F_T, J_T = I), flat in theta0's layout.
 
-    One forward pass of the adapted policies over the post-update data and a few backward passes
-    (safemaml.engine.mlp_curvature.fisher_diagonal): a fraction of one exact product. TRPO divides by
-    it to precondition CG (meta.cg_precondition = "fisher-diagonal"), which changes only the direction.
+    One forward pass of the adapted policies over the post-update data and a backward pass per action
+    dimension (safemaml.engine.mlp_curvature.fisher_diagonal): on all the trajectories about as much as one
+    exact product, hence DIAGONAL_SUBSAMPLE.
     """
     _, _, post = curvature_data(data, subsample)
     diagonal = fisher_diagonal(record(spec, data.sampling_params, post.obs.flatten(1, 2)), post.mask.flatten(1, 2))
     return torch.cat([diagonal[k].reshape(-1).to(theta0[k].dtype) for k in theta0])
+
+
+def preconditioner(name: str, spec: PolicySpec, theta0: Params, data, subsample: float,
+                   damping: float) -> Callable[[Tensor], Tensor]:
+    """M^-1 for TRPO's CG as meta.cg_precondition `name` says, at theta0, from the adapted policies' Fisher
+    F_a on DIAGONAL_SUBSAMPLE of the `subsample` fraction of trajectories the curvature uses:
+
+    - "fisher-diagonal": Jacobi, M = diag(F_a) floored (safemaml.engine.metaopt.fisher_preconditioner);
+    - "adapted-fisher": M = F_a + cI, applied approximately by INNER_ITERS iterations of CG on it that the
+      Jacobi above preconditions; a map that changes with r, so TRPO's CG takes the flexible beta.
+    Either shapes only TRPO's direction; the exact product still defines the system and the line search.
+    """
+    fraction = subsample * DIAGONAL_SUBSAMPLE
+    jacobi = fisher_preconditioner(adapted_fisher_diagonal(spec, theta0, data, fraction), damping)
+    if name == "fisher-diagonal":
+        return jacobi
+    product = adapted_fisher_fvp(spec, theta0, data, fraction)
+    return lambda r: preconditioned_cg(lambda v: product(v) + damping * v, r, INNER_ITERS, jacobi)[0]

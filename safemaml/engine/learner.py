@@ -19,8 +19,8 @@ import torch
 
 from safemaml import files
 from safemaml.config import TrainConfig
-from safemaml.engine.curvature import adapted_fisher_diagonal
 from safemaml.engine.curvature import make_fvp as curvature_fvp
+from safemaml.engine.curvature import preconditioner
 from safemaml.engine.fisher import supports
 from safemaml.engine.metaopt import MetaOptimizer
 from safemaml.engine.metastep import MetaData, inner_loop, meta_loss
@@ -161,12 +161,13 @@ def meta_step(learner: Learner, iteration: int,
     if supports(cfg.adapt):
         def make_fvp(theta: Params):
             return curvature_fvp(cfg.meta.curvature, learner.spec, cfg.adapt, theta, data, cfg.meta.fvp_subsample)
-    make_diagonal = None
-    if cfg.meta.cg_precondition == "fisher-diagonal":
-        def make_diagonal(theta: Params):
-            return adapted_fisher_diagonal(learner.spec, theta, data, cfg.meta.fvp_subsample)
+    make_preconditioner = None
+    if cfg.meta.cg_precondition != "none":
+        def make_preconditioner(theta: Params):
+            return preconditioner(cfg.meta.cg_precondition, learner.spec, theta, data, cfg.meta.fvp_subsample,
+                                  cfg.meta.cg_damping)
     std_before = action_std(learner.params)  # of the policy that sampled the pre-update data
-    new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp, make_diagonal)
+    new_params, info = learner.optimizer.step(learner.params, evaluate, make_fvp, make_preconditioner)
     t4 = time.perf_counter()
     metrics = summarize(pre.returns.cpu().numpy(), post.returns.cpu().numpy(),
                         learner.objective.beta, learner.objective.delta)

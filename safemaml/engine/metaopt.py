@@ -100,7 +100,7 @@ def jacobi(diagonal: Tensor) -> Callable[[Tensor], Tensor]:
     return lambda r: r / scale
 
 
-PRECONDITIONER_FLOOR = 0.1  # meta.cg_precondition = "fisher-diagonal": M = diag(F) + (0.1 mean diag(F) + c) I
+PRECONDITIONER_FLOOR = 0.1  # TRPO's Jacobi: M = diag(F_a) + (0.1 mean diag(F_a) + c) I
 
 
 def fisher_preconditioner(diagonal: Tensor, damping: float,
@@ -127,18 +127,19 @@ def autograd_fvp(theta: Params, kl: Tensor) -> Callable[[Tensor], Tensor]:
 
 def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
               make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None,
-              make_diagonal: Callable[[Params], Tensor] | None = None) -> tuple[Params, dict[str, float]]:
+              make_preconditioner: Callable[[Params], Callable[[Tensor], Tensor]] | None = None
+              ) -> tuple[Params, dict[str, float]]:
     """One TRPO step: natural gradient by CG on Fisher-vector products (Hessian of the KL
     through the adaptation), scaled to max_kl, then a backtracking line search that accepts
     the first candidate whose loss improves with KL <= max_kl (else keeps theta).
 
     `make_fvp(theta)` may supply a faster exact product (safemaml.engine.fisher); by default the KL
-    returned by `evaluate` is differentiated twice. With cfg.cg_precondition = "fisher-diagonal",
-    `make_diagonal(theta)` supplies the diagonal of a curvature like the product's (the adapted
-    policies' Fisher, safemaml.engine.curvature.adapted_fisher_diagonal) and CG is preconditioned by it
-    (fisher_preconditioner). With cfg.cg_step_length = "residual" the step length takes d'(F + cI)d
-    from CG's residual instead of one more product. Either changes only the direction and its length:
-    the line search still judges the exact loss and KL.
+    returned by `evaluate` is differentiated twice. With cfg.cg_precondition other than "none",
+    `make_preconditioner(theta)` supplies M^-1 for a curvature M like the product's (the adapted policies'
+    Fisher: safemaml.engine.curvature.preconditioner) and CG is preconditioned by it, with the flexible beta
+    for "adapted-fisher", whose M^-1 is an inner solve. With cfg.cg_step_length = "residual" the step length
+    takes d'(F + cI)d from CG's residual instead of one more product. Either changes only the direction and
+    its length: the line search still judges the exact loss and KL.
     """
     theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     loss, kl = evaluate(theta)
@@ -150,11 +151,12 @@ def trpo_step(params: Params, evaluate: Evaluate, cfg: MetaOptConfig,
 
     g = _flat(grads).detach()
     precondition = None
-    if cfg.cg_precondition == "fisher-diagonal":
-        if make_diagonal is None:
-            raise SafeMamlError(f"meta.cg_precondition = {cfg.cg_precondition!r} needs the curvature's diagonal")
-        precondition = fisher_preconditioner(make_diagonal(theta), cfg.cg_damping)
-    direction, residual = preconditioned_cg(fvp, g, cfg.cg_iters, precondition)  # plain CG without one
+    if cfg.cg_precondition != "none":
+        if make_preconditioner is None:
+            raise SafeMamlError(f"meta.cg_precondition = {cfg.cg_precondition!r} needs a preconditioner")
+        precondition = make_preconditioner(theta)
+    direction, residual = preconditioned_cg(fvp, g, cfg.cg_iters, precondition,  # plain CG without one
+                                            flexible=cfg.cg_precondition == "adapted-fisher")
     if cfg.cg_step_length == "residual":
         curvature = direction @ (g - residual)  # d'(F + cI)d, as residual = g - (F + cI)d
     else:
@@ -194,10 +196,11 @@ class MetaOptimizer:
 
     def step(self, params: Params, evaluate: Evaluate,
              make_fvp: Callable[[Params], Callable[[Tensor], Tensor]] | None = None,
-             make_diagonal: Callable[[Params], Tensor] | None = None) -> tuple[Params, dict[str, float]]:
+             make_preconditioner: Callable[[Params], Callable[[Tensor], Tensor]] | None = None
+             ) -> tuple[Params, dict[str, float]]:
         self.steps += 1
         if self.cfg.name == "trpo":
-            return trpo_step(params, evaluate, self.cfg, make_fvp, make_diagonal)
+            return trpo_step(params, evaluate, self.cfg, make_fvp, make_preconditioner)
         return self._adam(params, evaluate)
 
     def _adam(self, params: Params, evaluate: Evaluate, b1: float = 0.9, b2: float = 0.999,

@@ -227,3 +227,12 @@ def analytic_fvp(spec: PolicySpec, cfg: AdaptConfig, theta0: Params, data, subsa
         hessian = inner_hessian(tape, pre.actions.flatten(1, 2), pre_adv.flatten(1, 2),
                                 pre.mask.flatten(1, 2))
     return jfj_product(theta0, K, cfg.fast_lr, hessian, fisher)
+
+
+def adapted_fisher_fvp(spec: PolicySpec, theta0: Params, data, subsample: float = 1.0) -> FVP:
+    """The `adapted-fisher` curvature's product sum_T F_T v (J_T = I) by the hand-written Fisher product: the
+    numbers of curvature.make_fvp("adapted-fisher") without torch.func's tangent pass (TRPO's inner solve for
+    meta.cg_precondition = "adapted-fisher", safemaml.engine.curvature.preconditioner)."""
+    _, _, post = curvature_data(data, subsample)
+    fisher = kl_fisher(record(spec, data.sampling_params, post.obs.flatten(1, 2)), post.mask.flatten(1, 2))
+    return jfj_product(theta0, post.rewards.shape[0], 0.0, None, fisher)
