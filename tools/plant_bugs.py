@@ -184,6 +184,28 @@ BUGS += [(f"hostile: {what}", path, text, replacement, tests) for what, path, te
      [REFUSED + "[late-study-show-storage-missing]"]),
 ]]
 
+# Issue 28's TRPO direction options (tests/test_cg_precondition.py): each mechanism broken once.
+CG = ["tests/test_cg_precondition.py"]
+MLP, METAOPT, CURV = "safemaml/engine/mlp_curvature.py", "safemaml/engine/metaopt.py", "safemaml/engine/curvature.py"
+BUGS += [(f"cg: {what}", path, text, replacement, CG) for what, path, text, replacement in [
+    ("Fisher diagonal's second layer: slope not squared", MLP, "(metric @ (w * w)) * tape.slopes[last - 1] ** 2",
+     "(metric @ (w * w)) * tape.slopes[last - 1]"),
+    ("Fisher diagonal's deeper layers: |d| for d^2", MLP, "deeper[i] += metric[..., a:a + 1] * d * d",
+     "deeper[i] += metric[..., a:a + 1] * d.abs()"),
+    ("Fisher diagonal's log std without its factor 2", MLP, 'out["log_std"] = (2 * weight', 'out["log_std"] = (weight'),
+    ("Jacobi multiplies by the diagonal", METAOPT, "return lambda r: r / scale", "return lambda r: r * scale"),
+    ("flexible CG with the standard beta", METAOPT, "beta = (rz_new - z @ r_old) / rz if flexible else rz_new / rz",
+     "beta = rz_new / rz"),
+    ("relative-residual stop ignored", METAOPT, "if rr < tol or rr <= limit:", "if rr < tol:"),
+    ("step length from the residual without the damping", METAOPT, "curvature = direction @ (g - residual)",
+     "curvature = direction @ (g - residual) - cfg.cg_damping * direction @ direction"),
+    ("adapted-fisher preconditioner without the flexible beta", METAOPT,
+     'flexible=cfg.cg_precondition == "adapted-fisher")', "flexible=False)"),
+    ("preconditioners from all the curvature's trajectories", CURV, "    fraction = subsample * DIAGONAL_SUBSAMPLE",
+     "    fraction = subsample"),
+    ("inner solve without the damping", CURV, "product(v) + damping * v, r", "product(v), r"),
+]]
+
 # mutmut switches mutants at call time, after the modules are imported, so it cannot measure code that runs
 # only at import (here `state()`, the dataclass-field factory of objective state): its 8 mutants, by hand.
 _STATE_FIELD = 'dataclasses.field(default=default, metadata={"state": True})'
