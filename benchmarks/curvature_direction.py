@@ -11,8 +11,10 @@ Usage: python benchmarks/curvature_direction.py [--tasks FAMILY]
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -22,12 +24,37 @@ import torch  # noqa: E402
 import safemaml  # noqa: E402,F401
 from safemaml import config as config_io  # noqa: E402
 from safemaml.engine.curvature import make_fvp  # noqa: E402
+from safemaml.engine.learner import Learner  # noqa: E402
 from safemaml.engine.metaopt import conjugate_gradient  # noqa: E402
 from safemaml.engine.metastep import MetaData, inner_loop, meta_loss  # noqa: E402
-from safemaml.runs.train import new_learner
+from safemaml.engine.policy import Params  # noqa: E402
+from safemaml.runs.train import new_learner  # noqa: E402
 
 VARIANTS = [("exact", 1.0, 10), ("adapted-fisher", 1.0, 10), ("adapted-fisher", 0.25, 10),
             ("adapted-fisher", 0.25, 5), ("exact", 0.25, 10), ("adapted-fisher", 0.5, 10)]
+
+
+def meta_batch(learner: Learner, tasks: np.ndarray, seed_of: Callable[[int], int]) -> MetaData:
+    """Sample and adapt as a meta-iteration does: pre-update data with seeds seed_of(0), seed_of(2), ...,
+    post-update data with seed_of(1), at the learner's parameters."""
+    inner = inner_loop(learner.spec, learner.cfg.adapt, learner.params, learner.pre_sampler, tasks, seed_of,
+                       learner.advantages)
+    post = learner.post_sampler.sample(inner.fast, tasks, seed=seed_of(1))
+    return MetaData(inner.pre, post, inner.pre_adv, learner.advantages(post), inner.fast, inner.resampled)
+
+
+def meta_gradient(learner: Learner, params: Params, data: MetaData) -> tuple[Params, torch.Tensor]:
+    """theta (leaves at params) and the flat gradient of the objective's meta-loss there, TRPO's g."""
+    theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    loss, _, _ = meta_loss(learner.spec, learner.cfg.adapt, learner.objective, theta, data)
+    return theta, torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, list(theta.values()))])
+
+
+def loss_decrease_at_kl(g: torch.Tensor, d: torch.Tensor, dfd: float, max_kl: float) -> float:
+    """g.d for d scaled so that 1/2 d'Fd = max_kl (dfd = d'Fd, F the exact damped curvature): the meta-loss
+    decrease TRPO's full step predicts to first order. The exact natural gradient F^-1 g maximises it, and
+    for any d it is sqrt(2 max_kl g'F^-1 g) times the F-cosine between d and F^-1 g."""
+    return (g @ d).item() * math.sqrt(2 * max_kl / dfd)
 
 
 def main() -> None:
@@ -37,13 +64,8 @@ def main() -> None:
     cfg = config_io.preset(args.tasks)
     learner = new_learner(cfg)
     tasks = learner.pre_sampler.family.sample(cfg.meta_batch_size, np.random.default_rng(0))
-    inner = inner_loop(learner.spec, cfg.adapt, learner.params, learner.pre_sampler, tasks, lambda s: s,
-                       learner.advantages)
-    post = learner.post_sampler.sample(inner.fast, tasks, seed=1)
-    data = MetaData(inner.pre, post, inner.pre_adv, learner.advantages(post), inner.fast, inner.resampled)
-    theta = {k: v.detach().requires_grad_(True) for k, v in learner.params.items()}
-    loss, _, _ = meta_loss(learner.spec, cfg.adapt, learner.objective, theta, data)
-    g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, list(theta.values()))])
+    data = meta_batch(learner, tasks, lambda s: s)
+    theta, g = meta_gradient(learner, learner.params, data)
     exact = make_fvp("exact", learner.spec, cfg.adapt, theta, data)
     damping = cfg.meta.cg_damping
     print(f"# {args.tasks}, load average {os.getloadavg()[0]:.1f}")
@@ -54,11 +76,10 @@ def main() -> None:
     for curvature, subsample, iters in VARIANTS:
         start = time.perf_counter()
         product = make_fvp(curvature, learner.spec, cfg.adapt, theta, data, subsample)
-        d = conjugate_gradient(lambda v: product(v) + damping * v, g, iters)  # noqa: B023  (used at once)
+        d = conjugate_gradient(lambda v, product=product: product(v) + damping * v, g, iters)
         seconds = time.perf_counter() - start
         reference = d if reference is None else reference
-        shs = 0.5 * (d @ (exact(d) + damping * d)).item()
-        gain = (g @ d).item() * np.sqrt(cfg.meta.max_kl / shs)
+        gain = loss_decrease_at_kl(g, d, (d @ (exact(d) + damping * d)).item(), cfg.meta.max_kl)
         cos = (d @ reference / d.norm() / reference.norm()).item()
         print(f"| {curvature} | {subsample:g} | {iters} | {seconds:.1f} s | {cos:.3f} | {gain:.5f} |", flush=True)
 
