@@ -9,6 +9,7 @@ TypeError or AttributeError from deep inside. Seeds are bounded: torch's generat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,14 @@ def check_eval_request(request: Any) -> None:
         if value is not None and not 0 < value < 1:
             raise SafeMamlError(f"{name} must be in (0, 1), got {value}")
     str_arg(request.device, "device")
+
+
+def check_output_file(out: Path, formats: Sequence[str], kind: str, example: str, joiner: str = ", ") -> None:
+    """Refuse, before any work, an output file name that cannot be written: a format not in `formats`, a
+    folder, or a missing parent folder (`kind` names the file in the message, `example` a good name)."""
+    if out.suffix.lower() not in formats:
+        raise SafeMamlError(f"--out {out}: the {kind}'s name must end in {joiner.join(formats)}")
+    if out.is_dir():
+        raise SafeMamlError(f"--out {out} is a folder; name a file such as {out / example}")
+    if not out.parent.is_dir():
+        raise SafeMamlError(f"--out {out}: the folder {out.parent} does not exist")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import signal
+import time
 
 import numpy as np
 import torch
@@ -38,3 +39,12 @@ def interruptible() -> None:
     """A subprocess's preexec_fn: take Ctrl-C's default action, even when the tests run as a background job (whose
     children inherit SIGINT ignored, so Python would install no KeyboardInterrupt handler)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def wait_for(path, proc, timeout=120):
+    """Wait until `path` exists while the subprocess `proc` keeps running (it must not die first)."""
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() - start < timeout
+        time.sleep(0.02)

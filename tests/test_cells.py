@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from helpers import interruptible
+from helpers import interruptible, wait_for
 
 from safemaml.cli.main import main
 from safemaml.envs.mujoco_batch import usable_cores
@@ -87,20 +87,12 @@ def test_two_workers_share_a_postgresql_comparison_and_show_rebuilds_it_without_
         optuna.delete_study(study_name=name, storage=POSTGRES_URL)
 
 
-def _wait_for(path, proc, timeout=120):
-    start = time.time()
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.time() - start < timeout
-        time.sleep(0.02)
-
-
 def test_a_killed_workers_cell_is_retried_continues_its_run_and_a_rerun_changes_nothing(tmp_path, capsys):
     out = tmp_path / "cmp"
     beat = ["--heartbeat", "1", "--grace", "2"]
     w = worker("--out", str(out), *beat, iterations=4)
     run = out / "maml" / "seed-0"
-    _wait_for(run / "last.pt", w)
+    wait_for(run / "last.pt", w)
     w.send_signal(signal.SIGKILL)
     w.wait()
     saved = torch.load(run / "last.pt", weights_only=True)["iteration"] + 1
@@ -172,7 +164,7 @@ def test_workers_pool_splits_the_cores_each_cell_once_and_show_rebuilds_it_from_
 def test_an_interrupted_worker_queues_its_cell_again_at_once(tmp_path, signum):
     out = tmp_path / "cmp"
     w = worker("--out", str(out), iterations=30)
-    _wait_for(out / "maml" / "seed-0" / "last.pt", w)
+    wait_for(out / "maml" / "seed-0" / "last.pt", w)
     w.send_signal(signum)
     _, err = w.communicate(timeout=60)
     assert w.returncode == 130 and "run the same command to continue" in err and "Traceback" not in err

@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from helpers import interruptible
+from helpers import interruptible, wait_for
 
 from safemaml.cli.main import main
 
@@ -184,19 +184,11 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
         optuna.delete_study(study_name=name, storage=POSTGRES_URL)
 
 
-def _wait_for(path, proc, timeout=120):
-    start = time.time()
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.time() - start < timeout
-        time.sleep(0.02)
-
-
 def test_killed_worker_trial_is_failed_retried_and_continues_its_runs(tmp_path):
     d = tmp_path / "s"
     args = ["--seeds", "1", "--trials", "1", "--iterations", "4", "--heartbeat", "1", "--grace", "2"]
     w = worker(d, *args)
-    _wait_for(d / "runs" / "trial-0000" / "seed-0" / "last.pt", w)
+    wait_for(d / "runs" / "trial-0000" / "seed-0" / "last.pt", w)
     w.send_signal(signal.SIGKILL)
     w.wait()
     saved = torch.load(d / "runs" / "trial-0000" / "seed-0" / "last.pt", weights_only=True)["iteration"]
@@ -221,7 +213,7 @@ def test_killed_worker_trial_is_failed_retried_and_continues_its_runs(tmp_path):
 def test_ctrl_c_stops_cleanly_with_a_hint_and_queues_the_trial_again(tmp_path, signum):
     d = tmp_path / "s"
     w = worker(d, "--seeds", "1", "--trials", "1", "--iterations", "30")
-    _wait_for(d / "runs" / "trial-0000" / "seed-0" / "last.pt", w)
+    wait_for(d / "runs" / "trial-0000" / "seed-0" / "last.pt", w)
     w.send_signal(signum)
     _, err = w.communicate(timeout=60)
     assert w.returncode == 130

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
+from safemaml.checks import check_output_file
 from safemaml.cli import options
 from safemaml.errors import SafeMamlError
 
@@ -262,12 +263,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if missing:
         raise SafeMamlError(f"{run.metrics_path} is not a safemaml metrics.csv (no {', '.join(missing)} column)")
     out = Path(args.out) if args.out else run.path / "learning_curve.png"
-    if out.suffix.lower() not in FIGURE_FORMATS:
-        raise SafeMamlError(f"--out {out}: the figure's name must end in {', '.join(FIGURE_FORMATS)}")
-    if out.is_dir():
-        raise SafeMamlError(f"--out {out} is a folder; name a file such as {out / 'learning_curve.png'}")
-    if not out.parent.is_dir():
-        raise SafeMamlError(f"--out {out}: the folder {out.parent} does not exist")
+    check_output_file(out, FIGURE_FORMATS, "figure", "learning_curve.png")
     tmp = out.with_name(out.stem + ".tmp" + out.suffix)
     try:
         with rundir.os_errors(out):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from safemaml.checks import check_output_file
 from safemaml.errors import SafeMamlError
 from safemaml.files import os_errors
 
@@ -25,12 +26,7 @@ GAP = 4  # pixels of paper between panels
 def check_video_path(out: Path, overwrite: bool = False) -> None:
     """Refuse, before any work, a name that cannot be written: unknown format, a folder, a missing folder,
     an existing file (unless `overwrite`), or .mp4 without PyAV."""
-    if out.suffix.lower() not in VIDEO_FORMATS:
-        raise SafeMamlError(f"--out {out}: the clip's name must end in {' or '.join(VIDEO_FORMATS)}")
-    if out.is_dir():
-        raise SafeMamlError(f"--out {out} is a folder; name a file such as {out / 'clip.gif'}")
-    if not out.parent.is_dir():
-        raise SafeMamlError(f"--out {out}: the folder {out.parent} does not exist")
+    check_output_file(out, VIDEO_FORMATS, "clip", "clip.gif", joiner=" or ")
     if out.exists() and not overwrite:
         raise SafeMamlError(f"--out {out} exists; choose another name or pass --overwrite to replace it")
     if out.suffix.lower() == ".mp4" and not mp4_available():
