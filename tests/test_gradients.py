@@ -199,13 +199,14 @@ def quantile_bias(population, seeds=(5, 6)):
     return tolerance_ratios(large, stderr, reference, k=4.0, relative=0.05)[0], float(shrink)
 
 
-def test_quantile_gradient_bias_falls_with_the_sample(population):
+def test_quantile_gradient_bias_vanishes_at_a_large_sample(population):
     """The per-task bandwidth h_T = 0.9 sigma_T (nm)^(-1/5) shrinks with n m, so the bias vanishes: at
-    n = m = 80 the mean estimate is within 4 standard errors + 5% (not 15%) of the reference, and closer
-    than at n = m = 10. s = 10 is wide against these tasks' spread: a bandwidth fixed in units of s
-    (h = 0.2 s, the former rule) stays about 14% off at every n."""
-    error, shrink = quantile_bias(population)
-    assert error <= 1 and shrink < 1, (error, shrink)
+    n = m = 80 the mean estimate is within 4 standard errors + 5% of the reference. s = 10 is wide against
+    these tasks' spread: a bandwidth fixed in units of s (h = 0.2 s, the former rule) stays about 14% off at
+    every n (planted: tolerance ratio 1.34, against 0.20 - 0.38 over seeds). The former second claim, closer
+    than at n = m = 10, compared two noisy maximum errors and failed on 1 of 5 seed shifts (docs/testing.md)."""
+    error, _ = quantile_bias(population)
+    assert error <= 1, error
 
 
 def test_inactive_penalties_leave_the_maml_gradient(draws):

@@ -58,41 +58,41 @@ BUGS = [
      ["tests/test_gradients.py"]),
     ("cvar VaR at level 0.25 instead of beta", "objectives/cvar.py",
      "nu = value_at_risk(flat, self.beta)", "nu = value_at_risk(flat, 0.25)", ["tests/test_gradients.py"]),
-    ("inner loss sign flipped (adapt and Fisher product)", "safemaml/adapt.py",
+    ("inner loss sign flipped (adapt and Fisher product)", "safemaml/engine/adapt.py",
      "return -(logp * adv * mask)", "return (logp * adv * mask)", ["tests/test_references.py"]),
-    ("Adam without bias correction", "safemaml/metaopt.py",
+    ("Adam without bias correction", "safemaml/engine/metaopt.py",
      "m_hat, v_hat = m / (1 - b1 ** self.steps), v / (1 - b2 ** self.steps)", "m_hat, v_hat = m, v",
      ["tests/test_references.py"]),
-    ("inner loss normalised by all steps", "safemaml/adapt.py",
+    ("inner loss normalised by all steps", "safemaml/engine/adapt.py",
      "mask.sum((-2, -1)).clamp_min(1.0)", "torch.ones_like(mask).sum((-2, -1))", ["tests/test_masked.py"]),
-    ("surrogate and KL normalised by all steps", "safemaml/metastep.py",
+    ("surrogate and KL normalised by all steps", "safemaml/engine/metastep.py",
      "steps = post.mask.sum((1, 2)).clamp_min(1.0)", "steps = torch.ones_like(post.mask).sum((1, 2))",
      ["tests/test_masked.py"]),
-    ("Fisher product's KL normalised by all steps", "safemaml/fisher.py",
+    ("Fisher product's KL normalised by all steps", "safemaml/engine/fisher.py",
      "steps = post.mask.sum((1, 2)).clamp_min(1.0)", "steps = torch.ones_like(post.mask).sum((1, 2))",
      ["tests/test_masked.py"]),
-    ("post-update log-likelihood over steps not taken", "safemaml/metastep.py",
+    ("post-update log-likelihood over steps not taken", "safemaml/engine/metastep.py",
      "post_loglik=(logp_post * post.mask).sum(-1)", "post_loglik=logp_post.sum(-1)", ["tests/test_masked.py"]),
-    ("return-to-go runs past the end", "safemaml/returns.py",
+    ("return-to-go runs past the end", "safemaml/engine/returns.py",
      "running = (rewards[..., t] + gamma * running) * mask[..., t]",
      "running = rewards[..., t] + gamma * running", ["tests/test_masked.py"]),
-    ("GAE bootstraps from steps not taken", "safemaml/returns.py",
+    ("GAE bootstraps from steps not taken", "safemaml/engine/returns.py",
      "next_values = torch.cat([values[..., 1:] * mask[..., 1:]", "next_values = torch.cat([values[..., 1:]",
      ["tests/test_masked.py"]),
-    ("advantage variance over steps not taken", "safemaml/returns.py",
+    ("advantage variance over steps not taken", "safemaml/engine/returns.py",
      "var = ((x - mean).pow(2) * mask)", "var = (x - mean).pow(2)", ["tests/test_masked.py"]),
-    ("interrupted evaluation starts over", "safemaml/evaluate.py",
+    ("interrupted evaluation starts over", "safemaml/runs/evaluate.py",
      "pre_all, held_all, post_all = load_rounds(progress, key)", "pre_all, held_all, post_all = [], [], []",
      [EVAL_RESUME]),
-    ("evaluation's saved rounds used for another request", "safemaml/evaluate.py",
+    ("evaluation's saved rounds used for another request", "safemaml/runs/evaluate.py",
      'if str(f["key"]) != key:', "if False:", [EVAL_RESUME]),
-    ("evaluation's saved rounds kept after it completes", "safemaml/evaluate.py",
+    ("evaluation's saved rounds kept after it completes", "safemaml/runs/evaluate.py",
      "    progress.unlink(missing_ok=True)", "    pass", [EVAL_RESUME]),
-    ("study worker ignores trials running elsewhere", "safemaml/study.py",
+    ("study worker ignores trials running elsewhere", "safemaml/studies/study.py",
      "while finished(study) + running_elsewhere(study) < trials:", "while finished(study) < trials:", [LIVE_WORKER]),
-    ("dead worker's trial counted as running", "safemaml/study.py",
+    ("dead worker's trial counted as running", "safemaml/studies/study.py",
      "        optuna.storages.fail_stale_trials(study)", "        pass", [LIVE_WORKER]),
-    ("--enqueue skips a point whose trials all failed", "safemaml/study.py",
+    ("--enqueue skips a point whose trials all failed", "safemaml/studies/study.py",
      "TrialState.RUNNING, TrialState.WAITING)", "TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)",
      ["tests/test_study.py::test_enqueued_points_run_first_and_are_not_queued_twice"]),
     ("lagrangian penalty's sign flipped", "objectives/lagrangian.py",
@@ -224,9 +224,9 @@ IMPORT_TIME = [(f"state() mutant {i}", "safemaml/engine/objective.py", text, rep
 
 
 def plant(path: str, text: str, replacement: str, tests: list[str]) -> tuple[bool, str]:
+    if not Path(path).is_file() or text not in Path(path).read_text():
+        return False, f"STALE: {path} has no {text!r} (the code moved or changed; update this bug)"
     source = Path(path).read_text()
-    if text not in source:
-        raise SystemExit(f"{path}: text to replace not found: {text!r}")
     Path(path).write_text(source.replace(text, replacement, 1))
     try:
         env = {**os.environ, "PYTHONPATH": os.getcwd()}
@@ -239,6 +239,9 @@ def plant(path: str, text: str, replacement: str, tests: list[str]) -> tuple[boo
 
 
 def main() -> int:
+    if {"-h", "--help"} & set(sys.argv):
+        print(__doc__)
+        return 0
     survivors = 0
     bugs = IMPORT_TIME if "--import-time" in sys.argv else BUGS
     if "--only" in sys.argv:
