@@ -17,6 +17,7 @@ import torch
 from helpers import interruptible, wait_for
 
 from safemaml.cli.main import main
+from safemaml.envs.mujoco_batch import usable_cores
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -182,6 +183,24 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
         _two_workers(tmp_path / "s", ["--storage", POSTGRES_URL, "--study-name", name], POSTGRES_URL, name)
     finally:
         optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="--workers 2 needs two cores")
+def test_workers_pool_runs_the_trials_in_its_processes_on_their_share_of_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", str(usable_cores()))  # what a worker would take if the pool set nothing
+    d = tmp_path / "s"
+    assert main(["study", "run", str(d), *TINY, "--seeds", "1", "--trials", "3", "--workers", "2",
+                 "--sampler-seed", "3"]) == 0
+    study = load(d)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 3 <= len(done) <= 4 and len(study.trials) == len(done)  # two workers may both start the last trial
+    hosts = {t.user_attrs["host"] for t in done}
+    assert f"pid {os.getpid()}" not in " ".join(hosts)  # the trials ran in the worker processes
+    assert {t.user_attrs["torch_threads"] for t in done} == {usable_cores() // 2}  # 2 x threads <= cores
+    assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)  # no point trained twice
+    for t in done:  # every trial's run trained to the end once, in its own folder
+        assert len((d / t.user_attrs["run_dir seed 0"] / "metrics.csv").read_text().splitlines()) == 3
+    assert main(["study", "run", str(d), "--trials", "3", "--workers", str(usable_cores() + 1)]) == 2
 
 
 def test_killed_worker_trial_is_failed_retried_and_continues_its_runs(tmp_path):

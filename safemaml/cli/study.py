@@ -77,6 +77,8 @@ def add_parser(sub) -> None:
     p.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a trial is "
                                                           "failed and retried (<= 60)")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (one worker: reproducible trials)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="local worker processes, each on its share of the cores (N x threads <= cores); default 1")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
     p.set_defaults(func=cmd_study_run)
 
@@ -122,18 +124,23 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     from optuna.pruners import MedianPruner
 
     from safemaml.studies import checks as study_checks
+    from safemaml.studies import pool
     from safemaml.studies.study import (
+        configure_logging,
         continue_hint,
         enqueue_point_list,
         enqueue_points,
         finished,
         load_or_create,
+        pool_worker,
         run_study,
         running_elsewhere,
+        storage_url,
     )
 
     if args.trials < 1:
         raise SafeMamlError(f"--trials must be >= 1, got {args.trials}")
+    pool.shares(args.workers)  # --workers within the cores, before anything is written
     given = any(getattr(args, f) is not None for f in setting_flags())
     study_checks.worker_options(args.prune_every, args.sampler_seed)
     settings = _settings_from_args(args) if given else None  # None: continue with the stored settings
@@ -143,7 +150,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     study_checks.storage_before_open(Path(args.dir), args.storage, given, args.heartbeat, args.grace)
     if settings is not None:
         enqueue_point_list(settings, args.enqueue or [])  # refused before the study is created
-    _configure_logging(args.quiet)
+    configure_logging(args.quiet)
     directory, storage = _open(args, args.heartbeat, args.grace)
     name = args.study_name or directory.resolve().name
     # the pruner acts only where trials report intermediate values: single-metric studies with --prune-every
@@ -154,27 +161,25 @@ def cmd_study_run(args: argparse.Namespace) -> int:
         print(f"study {name}: {queued} trial(s) queued by --enqueue", file=sys.stderr)
     hint = continue_hint(directory, args.storage, name, args.trials)
     before = finished(study)
-    ran = run_study(study, settings, directory, args.trials, args.device, args.quiet, hint)
+    code = 0
+    if args.workers == 1:
+        ran = run_study(study, settings, directory, args.trials, args.device, args.quiet, hint)
+        where = f"{ran} run here"
+    else:
+        try:
+            code = pool.run(args.workers, pool_worker, {
+                "url": storage_url(directory, args.storage), "name": name, "directory": str(directory),
+                "trials": args.trials, "device": args.device, "quiet": args.quiet, "hint": hint,
+                "heartbeat": args.heartbeat, "grace": args.grace, "sampler_seed": args.sampler_seed},
+                index_as="worker")
+        except KeyboardInterrupt:  # each worker has queued its trial again
+            raise KeyboardInterrupt(f"interrupted; finished trials are saved. Continue with: {hint}") from None
+        where = f"{finished(study) - before} run by {args.workers} workers"
     running = running_elsewhere(study)
     elsewhere = f", {running} running in another worker" if running else ""
-    print(f"study {name}: {finished(study)} finished trials ({ran} run here, {before} before){elsewhere}; "
+    print(f"study {name}: {finished(study)} finished trials ({where}, {before} before){elsewhere}; "
           f"see `safemaml study show {directory}" + (" --storage ..." if args.storage else "") + "`")
-    return 0
-
-
-def _configure_logging(quiet: bool) -> None:
-    """Optuna's log without tracebacks: a failed trial's reason is on the trial (see `study show`)."""
-    import logging
-
-    import optuna
-
-    def drop_traceback(record: logging.LogRecord) -> bool:
-        record.exc_info, record.exc_text = None, None
-        return True
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
-    for handler in logging.getLogger("optuna").handlers:
-        handler.addFilter(drop_traceback)
+    return code
 
 
 def cmd_study_show(args: argparse.Namespace) -> int:

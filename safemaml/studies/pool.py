@@ -1,10 +1,10 @@
-"""N local worker processes on one machine (`safemaml compare --workers N`).
+"""N local worker processes on one machine (`safemaml compare --workers N`, `safemaml study run --workers N`).
 
 Each worker is a fresh Python process (multiprocessing's spawn: nothing shared with the parent but its
 arguments), pinned to its own share of the cores this process may use (os.sched_getaffinity: what a SLURM
 allocation or `taskset` grants, not the whole machine), with torch's threads and MuJoCo's stepping threads set
 to that share: N × threads ≤ cores, so that the workers do not oversubscribe the machine. The workers meet
-only in the storage (safemaml.studies.cells); the parent waits for them and passes Ctrl-C or SIGTERM on
+only in the storage (safemaml.studies.cells, or the study's Optuna storage); the parent waits for them and passes Ctrl-C or SIGTERM on
 as SIGTERM, which each worker handles as Ctrl-C (its cell is queued again at once).
 """
 
@@ -34,16 +34,17 @@ def shares(workers: int) -> list[list[int]]:
     return [cores[i * each:(i + 1) * each] for i in range(workers)]
 
 
-def run(workers: int, target: Callable[..., int], kwargs: dict[str, Any]) -> int:
+def run(workers: int, target: Callable[..., int], kwargs: dict[str, Any], index_as: str | None = None) -> int:
     """Run target(**kwargs) in `workers` processes, each on its share of the cores; the largest exit code
-    (1 for a worker killed by a signal)."""
+    (1 for a worker killed by a signal). With `index_as`, worker i also gets the keyword index_as=i."""
     context = multiprocessing.get_context("spawn")
     processes = []
     saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     try:
-        for cores in shares(workers):
+        for index, cores in enumerate(shares(workers)):
             os.environ.update({name: str(len(cores)) for name in THREAD_VARIABLES})  # read as torch starts
-            process = context.Process(target=_child, args=(target, kwargs, cores), name=f"safemaml-worker-{cores[0]}")
+            own = {**kwargs, index_as: index} if index_as else kwargs
+            process = context.Process(target=_child, args=(target, own, cores), name=f"safemaml-worker-{cores[0]}")
             process.start()
             processes.append(process)
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
 import sys
 import time
@@ -409,13 +410,16 @@ def evaluate_seed(run: Path, evaluation: EvalRequest, device: str) -> dict[str, 
 
 def run_trial(trial: Trial, settings: StudySettings, directory: Path, device: str, quiet: bool) -> list[float]:
     """Train every seed with the trial's parameters, evaluate each, set values, attributes and constraint."""
+    import torch
+
     from safemaml.runs.train import train_or_resume
 
     params = suggest(trial, settings)
     base = config_io.override(settings.base, {"device": device, **{
         k if is_config_key(k) else f"objective.{k}": v for k, v in params.items()}})
     runs = {seed: run_directory(directory, trial, seed) for seed in settings.seeds}
-    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("host", f"{socket.gethostname()} pid {os.getpid()}")
+    trial.set_user_attr("torch_threads", torch.get_num_threads())
     trial.set_user_attr("config", config_io.dumps(base))
     for seed, run in runs.items():
         trial.set_user_attr(f"run_dir seed {seed}", str(run.relative_to(directory)))
@@ -531,3 +535,31 @@ def _report_trial(trial: FrozenTrial, settings: StudySettings) -> None:
         reason = trial.user_attrs.get("fail_reason", "")
         print(f"trial {trial.number}: {trial.state.name} {reason}".rstrip(), file=sys.stderr)
 
+
+
+def configure_logging(quiet: bool) -> None:
+    """Optuna's log without tracebacks: a failed trial's reason is on the trial (see `study show`)."""
+    import logging
+
+    def drop_traceback(record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(drop_traceback)
+
+
+def pool_worker(url: str, name: str, directory: str, trials: int, device: str, quiet: bool, hint: str,
+                heartbeat: int, grace: int, sampler_seed: int | None, worker: int) -> int:
+    """One of `study run --workers N` local processes (safemaml.studies.pool): open the stored study and
+    run trials until it has `trials` finished ones. Worker i seeds its sampler with sampler_seed + 1000 i,
+    so that the workers do not propose the same first points."""
+    from optuna.pruners import MedianPruner
+
+    configure_logging(quiet)
+    seed = None if sampler_seed is None else sampler_seed + 1000 * worker
+    study, settings = load_or_create(open_storage(url, heartbeat, grace), name, None,
+                                     MedianPruner(n_startup_trials=3), seed)
+    run_study(study, settings, Path(directory), trials, device, quiet, hint)
+    return 0
