@@ -85,6 +85,9 @@ def test_study_reaches_n_trials_continues_and_shows(tmp_path, capsys):
     assert float(rows[0]["post_return seed 1"]) == pytest.approx(study.trials[0].user_attrs["post_return seed 1"])
     for name in ("pareto.png", "history_post_return.png", "history_violation_rate.png", "slice_post_return.png"):
         assert (d / name).stat().st_size > 10_000
+    assert (d / "importances.json").is_file()
+    # what show wrote into DIR does not stop the study from going on (it once refused importances.json)
+    assert main(["study", "run", str(d), "--trials", "2"]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args,message", [

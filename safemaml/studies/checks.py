@@ -88,7 +88,7 @@ def storage_before_open(directory: Path, storage: str | None, settings_given: bo
                             f"{directory} --objective O ...` (or give --storage URL for a study kept elsewhere)")
 
 
-STUDY_FILES = {"study.db", "study.db-journal", "study.db-wal", "study.db-shm", "runs", "trials.csv"}
+STUDY_FILES = {"study.db", "study.db-journal", "study.db-wal", "study.db-shm", "runs", "trials.csv", "importances.json"}
 
 
 def _foreign(directory: Path, storage: str | None) -> list[str]:
