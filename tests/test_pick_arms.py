@@ -1,4 +1,4 @@
-"""experiments/pick_arms.py: the rule that turns tuning studies into a comparison's arms, on a real study."""
+"""safemaml study pick (safemaml.studies.pick): the rule that turns tuning studies into a comparison's arms, on a real study."""
 
 import csv
 
@@ -64,7 +64,11 @@ def test_reads_a_real_study(tmp_path, capsys):
     trials = pick_arms.read_trials(study)
     assert len(trials) == 3 and all(t["objective"] == "cvar" and "eta" in t["params"] for t in trials)
     out = tmp_path / "arms.toml"
-    assert pick_arms.main(["--studies", str(study), "--out", str(out)]) == 0
+    assert main(["study", "pick", "--studies", str(study), "--out", str(out)]) == 0
     chosen = pick_arms.pick_constrained(trials)
     assert tomllib.loads(out.read_text())["arms"]["cvar"]["objective"]["eta"] == chosen["params"]["eta"]
-    assert pick_arms.main(["--studies", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    before = out.read_bytes()
+    assert main(["study", "pick", "--studies", str(study), "--out", str(out)]) == 2  # picked once, never replaced
+    assert main(["study", "pick", "--studies", str(tmp_path / "nothing"), "--out", str(tmp_path / "b.toml")]) == 2
+    assert main(["study", "pick", "--rule", "best", "--studies", str(study), "--out", str(tmp_path / "b.toml")]) == 2
+    assert out.read_bytes() == before and not (tmp_path / "b.toml").exists()

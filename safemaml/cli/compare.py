@@ -84,10 +84,7 @@ def cmd_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from safemaml.studies import cells
 
     _quiet_optuna()
-    given = sorted(k for k, v in vars(args).items() if k not in SHOW_FLAGS and k in _dests(parser)
-                   and v != parser.get_default(k))
-    if given:
-        raise SafeMamlError(f"compare show takes DIR, --storage and --name only, not --{given[0].replace('_', '-')}")
+    only_flags(args, parser, SHOW_FLAGS, "compare show takes DIR, --storage and --name")
     if args.dir is None:
         raise SafeMamlError("compare show needs DIR, the folder for the tables")
     out = Path(args.dir)
@@ -103,6 +100,15 @@ def cmd_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cells.finish(study, comparison, out, url)
     print((out / "comparison.md").read_text(), end="")
     return 0
+
+
+def only_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, allowed: set[str], what: str) -> None:
+    """Refuse any of compare's flags outside `allowed` (given a value other than its default) in this mode;
+    `what` says what the mode takes, e.g. "compare show takes DIR, --storage and --name"."""
+    given = sorted(k for k, v in vars(args).items() if k not in allowed and k in _dests(parser)
+                   and v != parser.get_default(k))
+    if given:
+        raise SafeMamlError(f"{what} only, not --{given[0].replace('_', '-')}")
 
 
 def _quiet_optuna() -> None:

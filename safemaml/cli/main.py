@@ -215,6 +215,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.action == "show":
         return compare_cli.cmd_show(args, args.parser)
+    if args.protocol:
+        from safemaml.cli import protocol
+
+        compare_cli.only_flags(args, args.parser, {"protocol", "workers", "dry_run"},
+                               "compare --protocol FILE takes --workers and --dry-run")
+        from safemaml.studies import pool
+
+        pool.shares(args.workers)
+        return protocol.run(Path(args.protocol), args.workers, args.dry_run, parse, main)
     if not args.out:
         raise SafeMamlError("compare needs --out DIR (or `compare show DIR`)")
     if args.arms and args.objectives:
@@ -381,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "RUN/eval-band and a second set of tables")
     p.add_argument("--out", metavar="DIR", help="folder for OBJECTIVE/ runs and comparison.md (required)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--protocol", metavar="FILE",
+                   help="run a whole comparison protocol from a TOML file: the MAML base, the tuning studies, the "
+                        "arms by a named rule, the comparison (safemaml.cli.protocol; with --workers, --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="with --protocol: print its commands, run nothing")
     from safemaml.cli import compare as compare_cli
 
     compare_cli.add_options(p)
@@ -435,6 +448,16 @@ def _did_you_mean(parser: argparse.ArgumentParser, args: argparse.Namespace, ext
     return SafeMamlError(f"unknown {kind} {flag}{hint}")
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line `argv` (without the program name) parsed and checked; SafeMamlError if it is not valid."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(_join_negative_values(argv))
+    if extra and args.command != "train":
+        raise _did_you_mean(parser, args, extra)
+    args.extra = _extra_flags(extra) if args.command == "train" else {}
+    return args
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -455,11 +478,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from safemaml.runs.rundir import os_error_message
 
     try:
-        parser = build_parser()
-        args, extra = parser.parse_known_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
-        if extra and args.command != "train":
-            raise _did_you_mean(parser, args, extra)
-        args.extra = _extra_flags(extra) if args.command == "train" else {}
+        args = parse(list(sys.argv[1:] if argv is None else argv))
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except SafeMamlError as exc:

@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     about = "Optuna studies over an objective's parameters, the seed as unit."
     study = sub.add_parser("study", help=about, description=about)
     actions = study.add_subparsers(dest="study_command", parser_class=type(study), required=True, metavar="ACTION",
-                                   help="run: create or continue the study; show: its results")
+                                   help="run: create or continue the study; show: its results; pick: a comparison's "
+                                        "arms from studies")
 
     about = "Create the study or continue it until --trials trials are finished."
     p = actions.add_parser("run", help=about, description=about)
@@ -87,6 +88,15 @@ def add_parser(sub) -> None:
     _storage_args(p)
     p.add_argument("--out", help="folder for trials.csv and figures (default DIR)")
     p.set_defaults(func=cmd_study_show)
+
+    about = ("Write a comparison's arms file (--arms of compare) from its tuning studies by a named rule "
+             "(safemaml.studies.pick): the first arm is maml, then the control's and each study's pick.")
+    p = actions.add_parser("pick", help=about, description=about)
+    p.add_argument("--studies", nargs="+", required=True, metavar="DIR", help="one constrained objective's study each")
+    p.add_argument("--control", metavar="DIR", help="the study of MAML's inner step (the maml-alpha arm)")
+    p.add_argument("--rule", default="median-floor", help="the pre-registered rule (safemaml.studies.pick.RULES)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the arms file to write (must not exist)")
+    p.set_defaults(func=cmd_study_pick)
 
 
 def _settings_from_args(args: argparse.Namespace) -> StudySettings:
@@ -197,3 +207,15 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     print(show(study, settings, Path(args.out) if args.out else directory), end="")
     return 0
 
+
+
+def cmd_study_pick(args: argparse.Namespace) -> int:
+    """Pick each arm's parameters from its study by the named rule and write the arms file."""
+    import optuna
+
+    from safemaml.studies.pick import pick_arms
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    control = Path(args.control) if args.control else None
+    print(pick_arms([Path(d) for d in args.studies], control, Path(args.out), args.rule), end="")
+    return 0

@@ -11,16 +11,14 @@
   magnitude aimed at mean Gamma instead of the tail).
 The first arm is `maml` (the base config's MAML, the reference of every paired test).
 
-Usage: python experiments/pick_arms.py (or safemaml.studies.pick.main) --studies DIR/study-lagrangian DIR/study-cvar DIR/study-quantile \
-           [--maml-study DIR/study-maml] --out DIR/arms.toml
+The rule is named `median-floor` (RULES): `safemaml study pick --rule median-floor --studies DIR/study-lagrangian
+DIR/study-cvar DIR/study-quantile [--control DIR/study-maml] --out DIR/arms.toml`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import optuna
@@ -87,30 +85,35 @@ def arms(constrained: list[Trial], maml: Trial | None) -> dict[str, dict[str, ob
     return table
 
 
-def to_toml(table: dict[str, dict[str, object]], sources: list[str]) -> str:
-    lines = ["# Written by experiments/pick_arms.py from " + ", ".join(sources) + " (rule: its docstring)."]
+RULES = {"median-floor": (pick_constrained, pick_maml)}  # rule name -> (constrained arm's pick, control's pick)
+
+
+def pick_arms(studies: list[Path], control: Path | None, out: Path, rule: str = "median-floor") -> str:
+    """Write the arms file `out` from the constrained `studies` and the MAML `control` study by `rule`;
+    return its text. Refuses an unknown rule, a missing study or an existing `out` before writing."""
+    if rule not in RULES:
+        raise SafeMamlError(f"unknown pick rule {rule!r}; known: {', '.join(RULES)}")
+    if out.exists():
+        raise SafeMamlError(f"{out} exists; the arms are picked once (delete it to pick again)")
+    if not out.parent.is_dir():
+        raise SafeMamlError(f"--out {out}: the folder {out.parent} does not exist")
+    for directory in [*studies, *([control] if control else [])]:
+        if not (directory / "study.db").is_file():
+            raise SafeMamlError(f"{directory} holds no study.db")
+    constrained_pick, control_pick = RULES[rule]
+    try:
+        constrained = [constrained_pick(read_trials(d)) for d in studies]
+        maml = control_pick(read_trials(control)) if control else None
+    except KeyError as exc:
+        raise SafeMamlError(f"a study without safemaml's trial attributes ({exc})") from None
+    sources = [str(d) for d in [*studies, *([control] if control else [])]]
+    text = to_toml(arms(constrained, maml), sources, rule)
+    out.write_text(text)
+    return text
+
+
+def to_toml(table: dict[str, dict[str, object]], sources: list[str], rule: str = "median-floor") -> str:
+    lines = [f"# Written by safemaml study pick (rule {rule}, safemaml.studies.pick) from " + ", ".join(sources) + "."]
     for name, settings in table.items():
         lines += ["", f"[arms.{name}]"] + [f"{key} = {toml_value(value)}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", nargs="+", type=Path, required=True, help="one study folder per objective")
-    parser.add_argument("--maml-study", type=Path, help="the study of MAML's adapt.fast_lr")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    try:
-        constrained = [pick_constrained(read_trials(d)) for d in args.studies]
-        maml = pick_maml(read_trials(args.maml_study)) if args.maml_study else None
-    except (SafeMamlError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    sources = [str(d) for d in [*args.studies, *([args.maml_study] if args.maml_study else [])]]
-    args.out.write_text(to_toml(arms(constrained, maml), sources))
-    print(args.out.read_text(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
