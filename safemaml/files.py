@@ -12,16 +12,41 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from safemaml.errors import RunFault, SafeMamlError
 
 LAST, CHECKPOINTS = "last.pt", "checkpoints"
+RETURNS = "returns.csv.gz"  # an evaluation's per-trajectory returns, gzip-compressed (about 4x smaller)
+OLD_RETURNS = "returns.csv"  # what evaluations wrote before 2026-12-06; still read
 CHECKPOINT_KEYS = ("iteration", "params", "optimizer", "objective", "config")
+
+
+def returns_file(folder: Path) -> Path | None:
+    """The per-trajectory returns of the evaluation in `folder` (returns.csv.gz, or an older returns.csv), or None."""
+    for name in (RETURNS, OLD_RETURNS):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def open_returns(path: Path) -> IO[str]:
+    """A returns file opened as text for csv.DictReader, whichever way it was written (gzip by its suffix)."""
+    return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="")
+
+
+@contextlib.contextmanager
+def write_gzip_text(path: Path) -> Iterator[IO[str]]:
+    """A text file written gzip-compressed with no timestamp and no name in its header, so that the same
+    content gives the same bytes (an evaluation rerun on the same machine is byte-identical)."""
+    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed, \
+            io.TextIOWrapper(packed, newline="") as text:
+        yield text
 
 
 def os_error_message(exc: OSError, path: Path | str | None = None) -> str:

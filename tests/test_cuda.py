@@ -183,7 +183,7 @@ def test_cuda_evaluation_runs_end_to_end_and_gives_the_cpu_numbers(tmp_path):
         out = tmp_path / f"eval-{device}"
         assert main(["evaluate", str(run), "--sample", "4", "--trajectories", "3", "--repeats", "3",
                      "--device", device, "--out", str(out)]) == 0
-        assert {"returns.csv", "tasks.csv", "summary.json"} <= {p.name for p in out.iterdir()}
+        assert {"returns.csv.gz", "tasks.csv", "summary.json"} <= {p.name for p in out.iterdir()}
         summaries[device] = json.loads((out / "summary.json").read_text())
     for key in ("pre_return", "post_return", "mean_gamma", "action_std"):
         assert summaries["cuda"][key] == pytest.approx(summaries["cpu"][key], rel=1e-4, abs=1e-4), key

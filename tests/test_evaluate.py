@@ -23,6 +23,7 @@ from safemaml.engine.learner import derive_seed, policy_spec
 from safemaml.engine.policy import mean_action
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler
+from safemaml.files import RETURNS, open_returns
 from safemaml.runs.evaluate import HELD_OUT_PHASE, sample_before_after
 from safemaml.runs.train import load_checkpoint, train
 from safemaml.tasks import get_family
@@ -47,14 +48,14 @@ def evaluated(run):
 
 
 def _read(path):
-    with path.open() as f:
+    with open_returns(path) if "returns" in path.name else path.open() as f:
         return list(csv.DictReader(f))
 
 
 def _arrays(eval_dir):
     """pre [K, R*N], held-out [K, R], post [K, R, N] from returns.csv."""
     pre, held, post = np.zeros((K, R * N)), np.zeros((K, R)), np.zeros((K, R, N))
-    for r in _read(eval_dir / "returns.csv"):
+    for r in _read(eval_dir / RETURNS):
         k, rep, j, value = int(r["task_index"]), int(r["repeat"]), int(r["trajectory"]), float(r["return"])
         if r["phase"] == "pre":
             pre[k, rep * N + j] = value
@@ -71,7 +72,7 @@ def _cp_lower(wins, rounds, alpha=0.05):
 
 
 def test_returns_csv_schema(evaluated):
-    rows = _read(evaluated / "returns.csv")
+    rows = _read(evaluated / RETURNS)
     assert list(rows[0]) == ["task_index", "goal_x", "goal_y", "repeat", "phase", "trajectory", "return"]
     assert len(rows) == K * R * (N + 1 + N)  # per round: n adapt + 1 held-out pre, n post
     assert {r["phase"] for r in rows} == {"pre", "heldout", "post"}
@@ -186,11 +187,11 @@ def test_without_matplotlib_the_numbers_are_written_and_the_figure_is_said_missi
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "no figure.png (matplotlib is not installed)" in done.stdout
-    assert sorted(p.name for p in blocked.iterdir()) == ["returns.csv", "summary.json", "tasks.csv"]
+    assert sorted(p.name for p in blocked.iterdir()) == [RETURNS, "summary.json", "tasks.csv"]
     with_mpl, without = (json.loads((d / "summary.json").read_text()) for d in (evaluated, blocked))
     assert (with_mpl.pop("figure"), without.pop("figure")) == ("figure.png", None)
     assert with_mpl == without and (evaluated / "figure.png").stat().st_size > 0
-    assert (blocked / "returns.csv").read_text() == (evaluated / "returns.csv").read_text()
+    assert (blocked / RETURNS).read_bytes() == (evaluated / RETURNS).read_bytes()  # no time stamp in the gzip
 
 
 def certifying_run(path, seed=0, perturb=None):
@@ -224,7 +225,7 @@ def test_an_evaluation_with_enough_rounds_certifies(tmp_path, capsys):
     assert "certified            yes" in capsys.readouterr().out
     held = np.zeros((15, 20))
     post = np.zeros((15, 20))
-    for r in _read(out / "returns.csv"):
+    for r in _read(out / RETURNS):
         if r["phase"] == "heldout":
             held[int(r["task_index"]), int(r["repeat"])] = float(r["return"])
         elif r["phase"] == "post" and r["trajectory"] == "0":
@@ -269,27 +270,27 @@ def test_reuse_returns_the_earlier_evaluation_only_for_the_same_checkpoint_and_r
     train(tiny_config(iterations=1), path, quiet=True)
     request = EvalRequest(sample=3, trajectories=2, repeats=2)
     first = evaluate_run(path, request, reuse=True)
-    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    stamp = (path / "eval" / RETURNS).stat().st_mtime_ns
     assert evaluate_run(path, request, reuse=True) == first
-    assert (path / "eval" / "returns.csv").stat().st_mtime_ns == stamp  # not evaluated again
+    assert (path / "eval" / RETURNS).stat().st_mtime_ns == stamp  # not evaluated again
     assert evaluate_run(path, replace(request, repeats=3), reuse=True)["repeats"] == 3  # another request
     evaluate_run(path, request, reuse=True)
-    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    stamp = (path / "eval" / RETURNS).stat().st_mtime_ns
     own = (path / "last.pt").read_bytes()  # another checkpoint of the same iteration and config over last.pt
     state = torch.load(path / "last.pt", weights_only=True)
     state["params"] = {k: v + 0.01 for k, v in state["params"].items()}
     torch.save(state, path / "last.pt")
     evaluate_run(path, request, reuse=True)
-    assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
+    assert (path / "eval" / RETURNS).stat().st_mtime_ns != stamp
     (path / "last.pt").write_bytes(own)  # back to its own
     evaluate_run(path, request, reuse=True)
-    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    stamp = (path / "eval" / RETURNS).stat().st_mtime_ns
     train(tiny_config(iterations=2), path, resume=True, quiet=True)
     assert evaluate_run(path, request, reuse=True)["iteration"] == 2  # a newer checkpoint
-    assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
-    stamp = (path / "eval" / "returns.csv").stat().st_mtime_ns
+    assert (path / "eval" / RETURNS).stat().st_mtime_ns != stamp
+    stamp = (path / "eval" / RETURNS).stat().st_mtime_ns
     evaluate_run(path, request)  # without reuse: always evaluated
-    assert (path / "eval" / "returns.csv").stat().st_mtime_ns != stamp
+    assert (path / "eval" / RETURNS).stat().st_mtime_ns != stamp
 
 
 def test_an_interrupted_evaluation_continues_from_its_finished_rounds(tmp_path):
@@ -319,7 +320,7 @@ def test_an_interrupted_evaluation_continues_from_its_finished_rounds(tmp_path):
     assert not progress.exists()
     assert main([*args, "--out", str(tmp_path / "a")]) == 0  # uninterrupted
     assert main([*args[:-1], "13", "--out", str(tmp_path / "c")]) == 0
-    a, b, c = (_rows_by_round(tmp_path / d / "returns.csv") for d in "abc")
+    a, b, c = (_rows_by_round(tmp_path / d / RETURNS) for d in "abc")
     assert b[0] != a[0] and all(b[r] == a[r] for r in range(1, 12))  # round 0 from the file, the rest as sampled
     assert all(c[r] == a[r] for r in range(12))  # another request does not use the file
 

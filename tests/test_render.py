@@ -1,11 +1,12 @@
 """`safemaml render`: a real run, drawn by MuJoCo offscreen (EGL), written as GIF (always) and MP4 (with PyAV).
 
 The clip must decode, show different pictures before and after adaptation, and write the returns that
-`safemaml evaluate` counts for the same task and seed (its returns.csv is the reference); bad requests are
+`safemaml evaluate` counts for the same task and seed (its returns.csv.gz is the reference); bad requests are
 one line, exit 2, with nothing written.
 """
 
 import csv
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_gif_decodes_and_shows_the_returns_that_evaluation_counts(run, capsys):
     # the reference: round 0 of `safemaml evaluate` on the same task and seed, n = fast_batch_size
     assert main(["evaluate", str(run), "--grid", "0.5:0.5:1", "--trajectories", "2", "--repeats", "1", "--seed", "3",
                  "--out", "ev"]) == 0
-    with open("ev/returns.csv") as f:
+    with gzip.open("ev/returns.csv.gz", "rt") as f:
         rows = list(csv.DictReader(f))
     held = [float(r["return"]) for r in rows if r["phase"] == "heldout"]
     post = [float(r["return"]) for r in rows if r["phase"] == "post" and r["trajectory"] == "0"]

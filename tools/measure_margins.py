@@ -175,7 +175,7 @@ def certify(run: Run) -> dict[str, float]:
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["evaluate", str(run_dir), "--sample", "15", "--repeats", "20", "--trajectories", "10",
                          "--beta", "0.5", "--delta", "0.3", "--out", str(d / "eval")]) == 0
-        return _wins(d / "eval" / "returns.csv")
+        return _wins(d / "eval" / "returns.csv.gz")
 
 
 def certify_former(run: Run) -> dict[str, float]:
@@ -199,12 +199,14 @@ def certify_former(run: Run) -> dict[str, float]:
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["evaluate", str(d / "run"), "--sample", "15", "--repeats", "20", "--trajectories", "10",
                          "--beta", "0.5", "--delta", "0.3", "--out", str(d / "eval")]) == 0
-        return _wins(d / "eval" / "returns.csv")
+        return _wins(d / "eval" / "returns.csv.gz")
 
 
 def _wins(returns_csv: Path) -> dict[str, float]:
+    from safemaml.files import open_returns
+
     held, post = np.zeros((15, 20)), np.zeros((15, 20))
-    with returns_csv.open() as f:
+    with open_returns(returns_csv) as f:
         for r in csv.DictReader(f):
             if r["phase"] == "heldout":
                 held[int(r["task_index"]), int(r["repeat"])] = float(r["return"])

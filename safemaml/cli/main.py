@@ -181,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Before/after returns of a trained run on tasks drawn from p(T), or a grid (CSVs, summary, figure).
 
-    Writes RUN/eval/returns.csv, tasks.csv, summary.json and figure.png (docs/metrics.md explains
+    Writes RUN/eval/returns.csv.gz, tasks.csv, summary.json and figure.png (docs/metrics.md explains
     every column); the folder is replaced only once everything is written. beta and delta default
     to the run's objective.
     """
@@ -202,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             print(f"  {key:20s} {'n/a' if value is None else format(value, ' .4g')}")
     figure = "figure.png" if summary.get("figure") else "no figure.png (matplotlib is not installed)"
-    print(f"written: {out}/returns.csv, tasks.csv, summary.json, {figure}")
+    print(f"written: {out}/returns.csv.gz, tasks.csv, summary.json, {figure}")
     return 0
 
 

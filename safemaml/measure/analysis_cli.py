@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from safemaml.errors import SafeMamlError
+from safemaml.files import returns_file
 from safemaml.measure.analysis import block_table, parse_block, peaks, per_round_gamma
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon
 
@@ -67,13 +68,13 @@ def block_means_main(argv: list[str] | None = None) -> None:
 
 def task_gap_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=TASK_GAP)
-    parser.add_argument("eval_dir", type=Path, help="an evaluation folder holding returns.csv")
+    parser.add_argument("eval_dir", type=Path, help="an evaluation folder holding returns.csv.gz (or returns.csv)")
     parser.add_argument("a", type=int, help="task_index of the first task")
     parser.add_argument("b", type=int, help="task_index of the second task")
     args = parser.parse_args(argv)
-    path = args.eval_dir / "returns.csv"
-    if not path.is_file():
-        sys.exit(f"no {path}: run `safemaml evaluate` first (it writes returns.csv)")
+    path = returns_file(args.eval_dir)
+    if path is None:
+        sys.exit(f"no returns.csv.gz in {args.eval_dir}: run `safemaml evaluate` first (it writes it)")
     import pandas as pd
 
     gamma = per_round_gamma(pd.read_csv(path))

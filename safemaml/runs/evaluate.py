@@ -33,6 +33,7 @@ from safemaml.engine.policy import PolicySpec, action_std
 from safemaml.engine.returns import advantages
 from safemaml.engine.rollout import Sampler, Trajectories
 from safemaml.errors import SafeMamlError
+from safemaml.files import RETURNS, write_gzip_text
 from safemaml.measure.metrics import per_task_rounds, summarize
 from safemaml.runs.integrity import check_config_matches_checkpoint, check_evaluation_out, valid_rounds
 from safemaml.runs.rundir import RunDir, check_params, load_checkpoint, replaced_folder, write_bytes_atomic
@@ -167,8 +168,9 @@ def save_rounds(path: Path, key: str, pre: list, held: list, post: list) -> None
 
 def write_returns_csv(path: Path, family: TaskFamily, tasks: np.ndarray, pre: np.ndarray, held: np.ndarray,
                       post: np.ndarray) -> None:
-    """One row per trajectory; phase "heldout" is the round's pre-update trajectory not used to adapt."""
-    with path.open("w", newline="") as f:
+    """One row per trajectory; phase "heldout" is the round's pre-update trajectory not used to adapt. Written
+    gzip-compressed (safemaml.files.RETURNS): pandas.read_csv and gzip.open read it as it is."""
+    with write_gzip_text(path) as f:
         w = csv.writer(f)
         w.writerow(["task_index", *family.param_names, "repeat", "phase", "trajectory", "return"])
         for g in range(len(tasks)):
@@ -203,7 +205,7 @@ def request_record(request: EvalRequest, checkpoint_sha256: str) -> dict:
 
 def evaluate_run(run: Path, request: EvalRequest | None = None, out: Path | None = None, *,
                  reuse: bool = False) -> dict:
-    """Evaluate the run's last checkpoint; write returns.csv, tasks.csv, summary.json, figure.png (the
+    """Evaluate the run's last checkpoint; write returns.csv.gz, tasks.csv, summary.json, figure.png (the
     figure only where matplotlib is installed; the summary's `figure` is null otherwise).
 
     `request` (default: EvalRequest()): beta and delta left None are the run's objective's, repeats
@@ -263,7 +265,7 @@ def _earlier_summary(out: Path, record: dict) -> dict | None:
 def _write(out: Path, family: TaskFamily, cfg, tasks: np.ndarray, task_set: dict, pre: np.ndarray, held: np.ndarray,
            post: np.ndarray, ckpt: dict, request: EvalRequest, record: dict) -> dict:
     draw = _figure_drawer()
-    write_returns_csv(out / "returns.csv", family, tasks, pre, held, post)
+    write_returns_csv(out / RETURNS, family, tasks, pre, held, post)
     repeats, beta, delta = request.levels()
     write_tasks_csv(out / "tasks.csv", family, tasks, pre, post, per_task_rounds(held, post[:, :, 0], beta))
     summary = summarize(pre.reshape(len(tasks), -1), post.reshape(len(tasks), -1), beta, delta, intervals=True,

@@ -21,7 +21,7 @@ import numpy as np
 from safemaml.errors import RunFault, SafeMamlError
 from safemaml.files import os_error_message
 
-EVALUATION_FILES = {"returns.csv", "tasks.csv", "summary.json", "figure.png"}
+EVALUATION_FILES = {"returns.csv.gz", "returns.csv", "tasks.csv", "summary.json", "figure.png"}
 
 
 def metrics_rows(path: Path, done: int) -> tuple[list[str], list[dict[str, str]]]:
