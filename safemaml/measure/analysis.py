@@ -3,7 +3,9 @@ experiments/ are their command lines):
 
 - `peaks`: the largest per-task mean Γ of each comparison run (the size of the worst negative adaptation);
 - `per_round_gamma`: Γ per (round, task) from an evaluation's returns.csv (how much more one task gains);
-- `block_means` / `block_table`: a run's metrics.csv averaged over blocks of meta-iterations.
+- `block_means` / `block_table`: a run's metrics.csv averaged over blocks of meta-iterations;
+- `band_location` / `band_test`: where a base's negative adaptation sits against where its initial policy is
+  best, and protocol R2.2's test of that across bases (docs/results.md).
 """
 
 from __future__ import annotations
@@ -80,3 +82,36 @@ def block_table(rows: list[dict[str, str]], blocks: list[tuple[int, int]], timin
                  for c in columns]
         lines.append(f"| {first}–{last} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def band_location(tasks_csv: Path, low: float = 0.0, high: float = 2.0) -> tuple[float, float]:
+    """(v_pre, v_Γ) of one grid evaluation of a one-parameter family (R2.2): over the grid points in [low, high),
+    the parameter with the highest mean pre-update return and the one with the largest mean Γ (first on ties)."""
+    import csv
+
+    with Path(tasks_csv).open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SafeMamlError(f"{tasks_csv} has no tasks")
+    names = [k for k in rows[0] if k not in TASK_COLUMNS]
+    if len(names) != 1:
+        raise SafeMamlError(f"{tasks_csv}: a one-parameter family's grid is needed, got parameters {names}")
+    inside = [r for r in rows if low <= float(r[names[0]]) < high]
+    if not inside:
+        raise SafeMamlError(f"{tasks_csv}: no grid point in [{low}, {high})")
+    best = max(inside, key=lambda r: float(r["mean_pre"]))  # max keeps the first of equal values
+    worst = max(inside, key=lambda r: float(r["mean_gamma"]))
+    return float(best[names[0]]), float(worst[names[0]])
+
+
+TASK_COLUMNS = {"task_index", "mean_pre", "mean_post", "mean_gamma", "wins", "p_hat", "p_lo", "p_hi", "passes"}
+
+
+def band_test(locations: list[tuple[float, float]], width: float = 0.2, points: int = 20,
+              step: float = 0.1) -> tuple[bool, float]:
+    """R2.2's test: (every base has |v_Γ − v_pre| <= width, the null probability of that). Under the null, v_Γ
+    is uniform over the `points` grid points independently of v_pre, so one base lands within ±width with
+    probability at most (2 width / step + 1) / points, and all of them with that to the power of their number."""
+    within = all(abs(g - p) <= width + 1e-9 for p, g in locations)
+    one = min(1.0, (2 * round(width / step) + 1) / points)
+    return within, one ** len(locations)

@@ -12,11 +12,13 @@ import numpy as np
 
 from safemaml.errors import SafeMamlError
 from safemaml.files import returns_file
-from safemaml.measure.analysis import block_table, parse_block, peaks, per_round_gamma
+from safemaml.measure.analysis import band_location, band_test, block_table, parse_block, peaks, per_round_gamma
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon
 
 BAND_PEAK = "The worst negative adaptation per comparison run: the largest per-task mean Γ in one evaluation folder."
 BLOCK_MEANS = "Print a run's learning progress as a Markdown table: the mean of each metrics.csv column over blocks."
+BAND_LOCATION = ("Where negative adaptation sits against where the initial policy is best, per base, and protocol "
+                 "R2.2's test across bases (docs/results.md).")
 TASK_GAP = "How much more one task gains from the inner step than another, from one evaluation's rounds."
 
 
@@ -85,3 +87,31 @@ def task_gap_main(argv: list[str] | None = None) -> None:
     print(f"mean Γ: task {args.a} {gamma[args.a].mean():.1f}, task {args.b} {gamma[args.b].mean():.1f}")
     print(f"Γ_{args.b} − Γ_{args.a}: {mean:+.1f}, 95% t-interval over {len(gamma)} rounds "
           f"[{lo:+.1f}, {hi:+.1f}]")
+
+
+def band_location_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=BAND_LOCATION)
+    parser.add_argument("grids", type=Path, nargs="+", help="grid evaluation folders (RUN/eval-grid), one per base")
+    parser.add_argument("--low", type=float, default=0.0, help="the training range's start (default 0)")
+    parser.add_argument("--high", type=float, default=2.0, help="its end, excluded (default 2)")
+    parser.add_argument("--width", type=float, default=0.2, help="|v_Γ − v_pre| that counts as the same place")
+    args = parser.parse_args(argv)
+    try:
+        found = [band_location(g / "tasks.csv", args.low, args.high) for g in args.grids]
+    except (OSError, SafeMamlError) as exc:
+        sys.exit(f"error: {exc}")
+    points = sum(1 for _ in _grid_points(args.grids[0] / "tasks.csv", args.low, args.high))
+    print("| base | v_pre (best pre-update return) | v_Γ (largest mean Γ) | abs(v_Γ − v_pre) |")
+    print("| --- | ---: | ---: | ---: |")
+    for grid, (pre, gamma) in zip(args.grids, found):
+        print(f"| {grid} | {pre:.1f} | {gamma:.1f} | {abs(gamma - pre):.1f} |")
+    within, p = band_test(found, args.width, points)
+    print(f"all within ±{args.width}: {'yes' if within else 'no'}; null probability of that "
+          f"(v_Γ uniform over the {points} points of [{args.low:g}, {args.high:g})): {p:.4g}")
+
+
+def _grid_points(tasks_csv: Path, low: float, high: float) -> list[float]:
+    with tasks_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    name = next(k for k in rows[0] if k != "task_index")
+    return [float(r[name]) for r in rows if low <= float(r[name]) < high]
