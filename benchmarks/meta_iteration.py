@@ -1,11 +1,11 @@
 """Wall time of one paper-sized meta-iteration (HalfCheetahVel: 40 tasks x 20 + 20 trajectories
-x 200 steps, TRPO with 10 CG iterations), split into sampling, adaptation and the TRPO step, for
-the default TRPO curvature and the exact one (and any other `meta.curvature[:fvp_subsample]`)
+x 200 steps, TRPO), split into sampling, adaptation and the TRPO step, for the default configuration and the
+exact curvature with the paper's plain CG 10 (and any other `meta.curvature[:fvp_subsample][+direction]`)
 side by side in one run, with the peak memory (RSS) of each meta-iteration; then vmapped versus
 looped adaptation.
 
 Usage: python benchmarks/meta_iteration.py [--device cpu|cuda] [--tasks FAMILY] [--repeats R]
-           [--curvatures default exact gauss-newton adapted-fisher:0.25] [--skip-adaptation]
+           [--curvatures default exact+cg10 analytic+pcg5 adapted-fisher:0.25] [--skip-adaptation]
 """
 
 from __future__ import annotations
@@ -108,12 +108,29 @@ class StepClock:
         return timed_fvp
 
 
+DIRECTIONS = {  # TRPO's direction (issue 28.1): plain CG 10 (the paper's) or the adapted-fisher-preconditioned CG 5
+    "cg10": {"meta.cg_precondition": "none", "meta.cg_iters": 10, "meta.cg_step_length": "product"},
+    "pcg5": {"meta.cg_precondition": "adapted-fisher", "meta.cg_iters": 5, "meta.cg_step_length": "residual"},
+}
+
+
 def variant(base, name: str):
-    """The config of a curvature variant: 'default' (the config as is), or 'CURVATURE[:SUBSAMPLE]'."""
+    """The config of a variant: 'default' (the config as is), or 'CURVATURE[:SUBSAMPLE][+DIRECTION]' with a
+    DIRECTION of DIRECTIONS (e.g. analytic+pcg5, exact+cg10)."""
     if name == "default":
         return base
-    curvature, _, subsample = name.partition(":")
-    return config_io.override(base, {"meta.curvature": curvature, "meta.fvp_subsample": float(subsample or 1.0)})
+    spec, _, direction = name.partition("+")
+    curvature, _, subsample = spec.partition(":")
+    changes = {"meta.curvature": curvature, "meta.fvp_subsample": float(subsample or 1.0)}
+    if direction and direction not in DIRECTIONS:
+        raise SystemExit(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
+    return config_io.override(base, changes | DIRECTIONS.get(direction, {}))
+
+
+def label(name: str, cfg) -> str:
+    meta = cfg.meta
+    direction = ("plain CG" if meta.cg_precondition == "none" else f"{meta.cg_precondition} PCG") + f" {meta.cg_iters}"
+    return f"{meta.curvature}, {direction}" + (" (default)" if name == "default" else "")
 
 
 def adaptation_costs(learner: Learner, repeats: int) -> dict[str, float]:
@@ -138,8 +155,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tasks", default="halfcheetah-vel")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--curvatures", nargs="+", default=["default", "exact"],
-                        help="'default' or CURVATURE[:FVP_SUBSAMPLE], e.g. adapted-fisher:0.25")
+    parser.add_argument("--curvatures", nargs="+", default=["default", "exact+cg10"],
+                        help="'default' or CURVATURE[:FVP_SUBSAMPLE][+DIRECTION], e.g. adapted-fisher:0.25, "
+                             "analytic+pcg5, exact+cg10")
     parser.add_argument("--skip-adaptation", action="store_true", help="skip the vmap/loop table")
     args = parser.parse_args()
     try:
@@ -171,25 +189,25 @@ def main() -> None:
             metrics |= {"rss": peak_rss_mib(), "gpu_mib": gpu_mib, "loss_calls": clock.loss_calls,
                         "loss_s": clock.loss_s, "fvp_calls": clock.fvp_calls, "fvp_s": clock.fvp_s}
             rows[name].append(metrics)
-    print("| curvature | fvp_subsample | sampling (2 phases) | adaptation | TRPO step | total | total / sampling "
+    print("| curvature, direction | fvp_subsample | sampling (2 phases) | adaptation | TRPO step | total | total / sampling "
           "| peak RSS |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, cfg in configs.items():
         best = min(rows[name], key=lambda m: m["time_sampling"] + m["time_adapt"] + m["time_optimize"])
         sampling, adaptation, trpo = best["time_sampling"], best["time_adapt"], best["time_optimize"]
         total = sampling + adaptation + trpo
-        label = f"{cfg.meta.curvature} (default)" if name == "default" else cfg.meta.curvature
-        print(f"| {label} | {cfg.meta.fvp_subsample:g} | {sampling:.2f} s | {adaptation:.2f} s | {trpo:.2f} s | "
+        print(f"| {label(name, cfg)} | {cfg.meta.fvp_subsample:g} | {sampling:.2f} s | {adaptation:.2f} s | {trpo:.2f} s | "
               f"{total:.2f} s | {total / sampling:.2f} | {max(m['rss'] for m in rows[name]):.0f} MiB |", flush=True)
     if cuda:
         print("# peak CUDA memory allocated in a meta-iteration: " + ", ".join(
             f"{name} {max(m['gpu_mib'] for m in rows[name]):.0f} MiB" for name in configs))
-    print("\n| curvature | TRPO step | meta-loss evaluations | Fisher-vector products | the rest (backward, CG) |")
+    print("\n| curvature, direction | TRPO step | meta-loss evaluations | exact curvature products | the rest (backward, "
+          "CG, preconditioner) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, cfg in configs.items():
         best = min(rows[name], key=lambda m: m["time_sampling"] + m["time_adapt"] + m["time_optimize"])
         rest = best["time_optimize"] - best["loss_s"] - best["fvp_s"]
-        print(f"| {cfg.meta.curvature}:{cfg.meta.fvp_subsample:g} | {best['time_optimize']:.2f} s | "
+        print(f"| {label(name, cfg)}:{cfg.meta.fvp_subsample:g} | {best['time_optimize']:.2f} s | "
               f"{best['loss_calls']:.0f} × = {best['loss_s']:.2f} s | {best['fvp_calls']:.0f} × = "
               f"{best['fvp_s']:.2f} s | {rest:.2f} s |", flush=True)
     if args.skip_adaptation:
