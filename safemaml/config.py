@@ -280,8 +280,22 @@ def _objective_table(values: Any) -> dict[str, Any]:
     return table
 
 
+PLAIN_CG = {"cg_precondition": "none", "cg_step_length": "product"}  # TRPO's direction before issue 28
+
+
+def _meta_table(meta: Any) -> Any:
+    """A [meta] table that sets cg_iters but not cg_precondition was written before TRPO's direction became a
+    setting (every saved run config and preset states cg_iters): its cg_iters counted plain CG iterations, so it
+    keeps plain CG and the product step length, whatever today's defaults are. Runs resume as they were trained."""
+    if isinstance(meta, dict) and "cg_iters" in meta and "cg_precondition" not in meta:
+        return {**PLAIN_CG, **meta}
+    return meta
+
+
 def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     data = dict(data)
+    if "meta" in data:
+        data["meta"] = _meta_table(data["meta"])
     sections = {name: _build(cls, data.pop(name, {}), name) for name, cls in SECTIONS.items()}
     objective = _objective_table(data.pop("objective", {}))
     cfg = _build(TrainConfig, data, where)

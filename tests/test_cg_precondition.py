@@ -285,8 +285,9 @@ def test_a_preconditioned_meta_step_keeps_the_trust_region(monkeypatch, precondi
     assert 0 < metrics["kl"] <= cfg.meta.max_kl
 
 
-def test_old_configs_load_with_todays_cg_and_unknown_settings_are_refused():
-    """A run folder's config.toml written before these settings existed (the nav2d base run)."""
+def test_old_configs_load_with_plain_cg_and_unknown_settings_are_refused():
+    """A run folder's config.toml written before these settings existed (the nav2d base run) resumes with the
+    plain CG it was trained with, whatever the defaults are."""
     old = Path(__file__).resolve().parent.parent / "experiments/runs/nav2d-maml-100/config.toml"
     assert "cg_iters" in old.read_text() and "cg_precondition" not in old.read_text()
     meta = config_io.load(old).meta
@@ -295,3 +296,12 @@ def test_old_configs_load_with_todays_cg_and_unknown_settings_are_refused():
         MetaOptConfig(cg_precondition="hutchinson")
     with pytest.raises(SafeMamlError, match="meta.cg_step_length 'guess'"):
         MetaOptConfig(cg_step_length="guess")
+
+
+def test_a_meta_table_with_cg_iters_but_no_preconditioner_keeps_plain_cg():
+    """cg_iters without cg_precondition: a table from before the setting (saved runs, presets) meant plain CG."""
+    cfg = config_io.from_dict({"meta": {"cg_iters": 7, "cg_step_length": "residual"}})
+    assert (cfg.meta.cg_precondition, cfg.meta.cg_step_length, cfg.meta.cg_iters) == ("none", "residual", 7)
+    given = config_io.from_dict({"meta": {"cg_iters": 7, "cg_precondition": "fisher-diagonal"}})
+    assert (given.meta.cg_precondition, given.meta.cg_step_length) == ("fisher-diagonal", MetaOptConfig().cg_step_length)
+    assert config_io.from_dict({}).meta == MetaOptConfig() == config_io.from_dict({"meta": {"lr": 1e-3}}).meta
