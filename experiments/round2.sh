@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Round 2's long runs (issue 29; the protocols R2.1-R2.3 of docs/results.md), in order and resumable: rerun
+# after any stop and every step continues or skips what is done (train --resume continues from last.pt or says
+# the run is complete; evaluate reuses a finished evaluation and an interrupted one's rounds).
+#   1. R2.1 and R2.2: AntVel and the HalfCheetahVel bases of seeds 1 and 2 to 500 iterations, side by side,
+#      then each evaluated on p(T) (40 tasks, task seed 0) and on the grid 0:3:0.1 (RUN/eval-grid);
+#   2. R2.3: experiments/longer.sh.
+# Usage (repository root), in the background at the lowest priority:
+#   OMP_NUM_THREADS=1 nohup nice -n 19 bash experiments/round2.sh > round2.log 2>&1 &
+# Stop it with `kill -TERM PID` (the script's PID): it passes the signal on, and every run keeps its last
+# finished iteration.
+set -euo pipefail
+base() {  # RUN
+  safemaml train --resume "$1" --quiet
+  safemaml evaluate "$1" --sample 40 --task-seed 0
+  safemaml evaluate "$1" --grid 0:3:0.1 --out "$1/eval-grid"
+}
+pids=()
+stop() {  # the runs are children of the subshells in pids: signal them, then the subshells
+  for pid in "${pids[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
+  wait; exit 130
+}
+trap stop TERM INT
+for run in experiments/runs/ant-vel-maml-500 experiments/runs/halfcheetah-vel-maml-500-seed1 \
+           experiments/runs/halfcheetah-vel-maml-500-seed2; do
+  base "$run" & pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+pids=()
+bash experiments/longer.sh & pids+=($!)
+wait "${pids[0]}"
