@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 HCV = "experiments/results/comparison-halfcheetah-vel"
 
 # comparison.sh halfcheetah-vel's commands on the committed tree (base, its evaluation and the arms done; the
-# studies exist, so each continues with its stored settings), WORKERS=1
+# studies exist, so each continues with its stored settings), WORKERS=1; the base's resume names its iterations
+# (the script's did not, so a base whose config asked for fewer would have stopped short unnoticed)
 COMPARISON_SH_HCV = [
-    "# done: safemaml train --resume experiments/runs/halfcheetah-vel-maml-500 --quiet",
+    "# done: safemaml train --resume experiments/runs/halfcheetah-vel-maml-500 --iterations 500 --quiet",
     "# done: safemaml evaluate experiments/runs/halfcheetah-vel-maml-500",
     f"safemaml study run {HCV}/study-lagrangian --trials 6 --quiet --sampler-seed=0 --workers 1",
     f"safemaml study run {HCV}/study-cvar --trials 6 --quiet --sampler-seed=0 --workers 1",
@@ -159,3 +160,12 @@ def test_protocol_takes_only_workers_and_dry_run_and_its_files_must_exist(tmp_pa
     assert main(["compare", "--protocol", str(path)]) == 2
     assert "tiny.toml does not exist" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["protocol.toml"]
+
+
+def test_a_base_short_of_its_iterations_is_resumed_to_them(tmp_path, capsys):
+    path = tiny_protocol(tmp_path)
+    assert main(["train", "--config", str(tmp_path / "tiny.toml"), "--iterations", "1", "--out", str(tmp_path / "base"),
+                 "--quiet"]) == 0
+    assert main(["compare", "--protocol", str(path), "--dry-run"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"safemaml train --resume {tmp_path / 'base'} --iterations 2 --quiet"  # not marked done

@@ -182,7 +182,8 @@ def stages(p: Protocol, workers: int) -> list[Stage]:
     """The protocol's commands in order, each marked done where its output is already complete."""
     base, out = Path(p.base_out), Path(p.out)
     rows = _metrics_rows(base)
-    train = (["train", "--resume", str(base), "--quiet"] if (base / "last.pt").is_file() else
+    train = (["train", "--resume", str(base), "--iterations", str(p.base_iterations), "--quiet"]
+             if (base / "last.pt").is_file() else
              ["train", "--config", p.config, "--iterations", str(p.base_iterations), "--seed", str(p.base_seed),
               "--out", str(base), "--quiet"])
     result = [Stage("the MAML base", train, rows >= p.base_iterations),
