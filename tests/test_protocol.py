@@ -138,7 +138,7 @@ def test_a_tiny_protocol_runs_every_stage_and_a_rerun_changes_nothing(tmp_path, 
     ({"seeds = [0, 1]": "seeds = [0, true]"}, "seeds must be a list of integers"),
     ({"[studies.cvar]\ntrials = 2": "[studies.cvar]\ntrials = 2\nsearch = [1]"}, "search must be a list of strings"),
     ({"[compare]\n": "[compare]\nnope = 3\n"}, "the comparison: unknown option --nope=3"),
-    ({"[study]\n": "[study]\nrepeat = 3\n"}, "the cvar study: unknown option --repeat=3"),
+    ({"[study]\n": "[study]\nrepeat = 3\n"}, "the cvar study: unknown option --repeat=3; did you mean --repeats?"),
     ({"[studies.cvar]\ntrials = 2\n": ""}, "at least one constrained objective"),
     ({"iterations = 2\nseeds": "iterations = 'two'\nseeds"}, "iterations must be of type int"),
 ])

@@ -81,13 +81,13 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local worker processes, each on its share of the cores (N x threads <= cores); default 1")
     p.add_argument("--quiet", action="store_true", help="no training progress lines")
-    p.set_defaults(func=cmd_study_run)
+    p.set_defaults(func=cmd_study_run, parser=p)
 
     about = "Trials table, Pareto front, importances; trials.csv and PNG figures."
     p = actions.add_parser("show", help=about, description=about)
     _storage_args(p)
     p.add_argument("--out", help="folder for trials.csv and figures (default DIR)")
-    p.set_defaults(func=cmd_study_show)
+    p.set_defaults(func=cmd_study_show, parser=p)
 
     about = ("Write a comparison's arms file (--arms of compare) from its tuning studies by a named rule "
              "(safemaml.studies.pick): the first arm is maml, then the control's and each study's pick.")
@@ -96,7 +96,7 @@ def add_parser(sub) -> None:
     p.add_argument("--control", metavar="DIR", help="the study of MAML's inner step (the maml-alpha arm)")
     p.add_argument("--rule", default="median-floor", help="the pre-registered rule (safemaml.studies.pick.RULES)")
     p.add_argument("--out", required=True, metavar="FILE", help="the arms file to write (must not exist)")
-    p.set_defaults(func=cmd_study_pick)
+    p.set_defaults(func=cmd_study_pick, parser=p)
 
 
 def _settings_from_args(args: argparse.Namespace) -> StudySettings:
