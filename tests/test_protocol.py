@@ -141,6 +141,13 @@ def test_a_tiny_protocol_runs_every_stage_and_a_rerun_changes_nothing(tmp_path, 
     ({"[study]\n": "[study]\nrepeat = 3\n"}, "the cvar study: unknown option --repeat=3; did you mean --repeats?"),
     ({"[studies.cvar]\ntrials = 2\n": ""}, "at least one constrained objective"),
     ({"iterations = 2\nseeds": "iterations = 'two'\nseeds"}, "iterations must be of type int"),
+    ({"iterations = 2\nseeds": "iterations = 0\nseeds"}, "iterations must be >= 1, got 0"),
+    ({"iterations = 2\nseeds": "seeds"}, "iterations is missing"),
+    ({"seeds = [0, 1]": "seeds = [0, -1]"}, "a seed must be >= 0, got -1"),
+    ({"seeds = [0, 1]": "seeds = [1, 1]"}, "seeds lists a seed twice"),
+    ({"[studies.cvar]": "[studies.cvarr]"}, "[studies.cvarr] is not an objective"),
+    ({"[studies.cvar]\ntrials = 2": "[studies.cvar]\ntrials = 0"}, "trials must be >= 1, got 0"),
+    ({'control = "maml"': 'control = "cvar"'}, "control must be the maml study"),
 ])
 def test_a_bad_protocol_is_one_line_exit_2_and_nothing_is_written(tmp_path, capsys, changes, message):
     path = tiny_protocol(tmp_path, **changes)

@@ -38,6 +38,8 @@ from typing import Any
 
 import tomllib
 
+from objectives import available
+from safemaml.checks import int_arg, seed_arg
 from safemaml.errors import SafeMamlError
 
 Flags = dict[str, Any]  # flag name without "--" -> value (True: a switch; a list: repeated or several values)
@@ -105,11 +107,25 @@ def load(path: Path) -> Protocol:
     control = _get(data, "control", str, where, None)
     if control is not None and control not in studies:
         raise SafeMamlError(f"{where}: control = {control!r} is not one of [studies] ({', '.join(studies)})")
+    if control not in (None, "maml"):  # the control arm is MAML with its tuned inner step (maml-alpha)
+        raise SafeMamlError(f"{where}: control must be the maml study (the maml-alpha arm), got {control!r}")
     if len(entries) - (control is not None) < 1:
         raise SafeMamlError(f"{where}: the studies need at least one constrained objective besides the control")
     seeds = _get(data, "seeds", list, where)
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise SafeMamlError(f"{where}: seeds must be a list of integers")
+    for seed in seeds:
+        seed_arg(seed, f"{where}: a seed")
+    if len(set(seeds)) < len(seeds):
+        raise SafeMamlError(f"{where}: seeds lists a seed twice")
+    known = available()
+    for entry in entries:
+        if entry.objective not in known:
+            raise SafeMamlError(f"{where}: [studies.{entry.objective}] is not an objective; known: {', '.join(known)}")
+        int_arg(entry.trials, f"{where} [studies.{entry.objective}] trials", 1)
+    int_arg(_get(data, "iterations", int, where), f"{where}: iterations", 1)
+    int_arg(_get(base, "iterations", int, f"{where} [base]"), f"{where} [base]: iterations", 1)
+    seed_arg(_get(base, "seed", int, f"{where} [base]", 0), f"{where} [base]: seed")
     return Protocol(
         config=_get(data, "config", str, where), out=_get(data, "out", str, where),
         iterations=_get(data, "iterations", int, where), seeds=tuple(seeds),
