@@ -5,7 +5,9 @@ experiments/ are their command lines):
 - `per_round_gamma`: Γ per (round, task) from an evaluation's returns.csv (how much more one task gains);
 - `block_means` / `block_table`: a run's metrics.csv averaged over blocks of meta-iterations;
 - `band_location` / `band_test`: where a base's negative adaptation sits against where its initial policy is
-  best, and protocol R2.2's test of that across bases (docs/results.md).
+  best, and protocol R2.2's test of that across bases (docs/results.md);
+- `gamma_intervals`: each task's mean Γ with its t-interval over an evaluation's rounds, and which tasks have
+  the whole interval above 0 (protocol R2.1's endpoint on the grid).
 """
 
 from __future__ import annotations
@@ -115,3 +117,24 @@ def band_test(locations: list[tuple[float, float]], width: float = 0.2, points: 
     within = all(abs(g - p) <= width + 1e-9 for p, g in locations)
     one = min(1.0, (2 * round(width / step) + 1) / points)
     return within, one ** len(locations)
+
+
+def gamma_intervals(returns: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per task: mean Γ over the rounds and its two-sided t-interval at `level`, and whether the interval lies
+    above 0 ("negative adaptation there", R2.1). Columns task_index, rounds, mean_gamma, lo, hi, above.
+
+    The rounds are independent (fresh trajectories and a fresh adaptation each), so the interval is about this
+    checkpoint's sampling noise on one task; it is not corrected over the tasks of a grid."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    gamma = per_round_gamma(returns)
+    n = gamma.count()
+    if (n < 2).any():
+        raise SafeMamlError("a t-interval needs at least two rounds per task")
+    mean = gamma.mean()
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * gamma.std(ddof=1) / np.sqrt(n)
+    out = pd.DataFrame({"rounds": n, "mean_gamma": mean, "lo": mean - half, "hi": mean + half})
+    out["above"] = out["lo"] > 0
+    return out.rename_axis("task_index").reset_index()

@@ -12,13 +12,24 @@ import numpy as np
 
 from safemaml.errors import SafeMamlError
 from safemaml.files import returns_file
-from safemaml.measure.analysis import band_location, band_test, block_table, parse_block, peaks, per_round_gamma
+from safemaml.measure.analysis import (
+    TASK_COLUMNS,
+    band_location,
+    band_test,
+    block_table,
+    gamma_intervals,
+    parse_block,
+    peaks,
+    per_round_gamma,
+)
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon
 
 BAND_PEAK = "The worst negative adaptation per comparison run: the largest per-task mean Γ in one evaluation folder."
 BLOCK_MEANS = "Print a run's learning progress as a Markdown table: the mean of each metrics.csv column over blocks."
 BAND_LOCATION = ("Where negative adaptation sits against where the initial policy is best, per base, and protocol "
                  "R2.2's test across bases (docs/results.md).")
+GAMMA_INTERVALS = ("Each task's mean Γ with its 95% t-interval over an evaluation's rounds, the tasks whose interval "
+                   "lies above 0 (negative adaptation there), and their overlap with a stated band (R2.1).")
 TASK_GAP = "How much more one task gains from the inner step than another, from one evaluation's rounds."
 
 
@@ -115,3 +126,37 @@ def _grid_points(tasks_csv: Path, low: float, high: float) -> list[float]:
         rows = list(csv.DictReader(f))
     name = next(k for k in rows[0] if k != "task_index")
     return [float(r[name]) for r in rows if low <= float(r[name]) < high]
+
+
+def gamma_intervals_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=GAMMA_INTERVALS)
+    parser.add_argument("eval_dir", type=Path, help="an evaluation folder holding tasks.csv and returns.csv.gz")
+    parser.add_argument("--band", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="a band to compare with, both ends included (e.g. the paper's 0.6 1.6 for AntVel)")
+    args = parser.parse_args(argv)
+    path = returns_file(args.eval_dir)
+    if path is None or not (args.eval_dir / "tasks.csv").is_file():
+        sys.exit(f"error: {args.eval_dir} has no tasks.csv and returns.csv.gz: run `safemaml evaluate` first")
+    import pandas as pd
+
+    try:
+        table = gamma_intervals(pd.read_csv(path))
+    except SafeMamlError as exc:
+        sys.exit(f"error: {exc}")
+    tasks = pd.read_csv(args.eval_dir / "tasks.csv")
+    names = [c for c in tasks.columns if c not in TASK_COLUMNS]
+    table = tasks[["task_index", *names]].merge(table, on="task_index")
+    param = " ".join(names)
+    print(f"| {param} | rounds | mean Γ | 95% t-interval | above 0 |")
+    print("| ---: | ---: | ---: | --- | --- |")
+    for r in table.itertuples(index=False):
+        where = " ".join(f"{getattr(r, n):g}" for n in names)
+        print(f"| {where} | {r.rounds} | {r.mean_gamma:+.1f} | [{r.lo:+.1f}, {r.hi:+.1f}] | {'yes' if r.above else ''} |")
+    above = table[table["above"]]
+    found = ", ".join(" ".join(f"{v:g}" for v in row) for row in above[names].itertuples(index=False))
+    print(f"tasks with the interval above 0: {len(above)} of {len(table)}" + (f" ({param} {found})" if found else
+                                                                           " (no negative adaptation found)"))
+    if args.band is not None and len(names) == 1:
+        low, high = args.band
+        inside = above[(above[names[0]] >= low - 1e-9) & (above[names[0]] <= high + 1e-9)]
+        print(f"of them inside [{low:g}, {high:g}]: {len(inside)}")

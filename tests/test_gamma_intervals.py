@@ -1,0 +1,71 @@
+"""Protocol R2.1's grid endpoint (safemaml.measure.analysis.gamma_intervals, experiments/gamma_intervals.py):
+each task's mean Γ with its 95% t-interval over rounds, and the tasks whose interval lies above 0."""
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from safemaml.errors import SafeMamlError
+from safemaml.measure.analysis import gamma_intervals
+
+ROOT = Path(__file__).resolve().parents[1]
+# Γ per round of three tasks (goal velocities 0.5, 1.0, 1.5), five rounds each. Reference intervals by hand:
+# task 0: 1..5 -> mean 3, s = sqrt(2.5) = 1.5811, se = 0.70711, t(0.975, 4) = 2.776445 -> [1.0368, 4.9632];
+# task 1: -2..2 -> mean 0, the same spread -> [-1.9632, 1.9632]; task 2: 5 rounds of -10 +- 1 -> below 0.
+GAMMA = {0: [1, 2, 3, 4, 5], 1: [-2, -1, 0, 1, 2], 2: [-11, -9, -10, -11, -9]}
+VELOCITY = {0: 0.5, 1: 1.0, 2: 1.5}
+
+
+def _evaluation(folder: Path) -> Path:
+    """returns.csv.gz and tasks.csv as `safemaml evaluate` writes them: two trajectories per phase, whose
+    pre-update mean minus post-update mean is the round's Γ; a held-out phase that must be ignored."""
+    folder.mkdir()
+    rows = ["task_index,goal_velocity,repeat,phase,trajectory,return"]
+    for task, gammas in GAMMA.items():
+        for r, g in enumerate(gammas):
+            for t in range(2):
+                rows.append(f"{task},{VELOCITY[task]},{r},pre,{t},{-50 + g + (2 * t - 1) * 3}")
+                rows.append(f"{task},{VELOCITY[task]},{r},heldout,{t},999")
+                rows.append(f"{task},{VELOCITY[task]},{r},post,{t},{-50 + (1 - 2 * t) * 7}")
+    with gzip.open(folder / "returns.csv.gz", "wt") as f:
+        f.write("\n".join(rows) + "\n")
+    tasks = ["task_index,goal_velocity,mean_pre,mean_post,mean_gamma,wins,p_hat,p_lo,p_hi,passes"]
+    tasks += [f"{k},{VELOCITY[k]},0,0,{sum(g) / 5},0,0,0,0,0" for k, g in GAMMA.items()]
+    (folder / "tasks.csv").write_text("\n".join(tasks) + "\n")
+    return folder
+
+
+def test_each_task_gets_its_mean_and_t_interval_over_rounds(tmp_path):
+    table = gamma_intervals(pd.read_csv(_evaluation(tmp_path / "eval") / "returns.csv.gz")).set_index("task_index")
+    assert table["rounds"].tolist() == [5, 5, 5]
+    assert table["mean_gamma"].tolist() == pytest.approx([3.0, 0.0, -10.0])
+    assert table.loc[0, ["lo", "hi"]].tolist() == pytest.approx([1.0368, 4.9632], abs=1e-4)
+    assert table.loc[1, ["lo", "hi"]].tolist() == pytest.approx([-1.9632, 1.9632], abs=1e-4)
+    assert table["above"].tolist() == [True, False, False]
+
+
+def test_one_round_is_refused(tmp_path):
+    frame = pd.DataFrame({"task_index": [0, 0], "repeat": [0, 0], "phase": ["pre", "post"], "return": [1.0, 0.0]})
+    with pytest.raises(SafeMamlError, match="two rounds"):
+        gamma_intervals(frame)
+
+
+def test_the_command_lists_the_tasks_above_0_and_those_inside_the_band(tmp_path):
+    folder = _evaluation(tmp_path / "eval")
+    run = subprocess.run([sys.executable, str(ROOT / "experiments/gamma_intervals.py"), str(folder),
+                          "--band", "0.6", "1.6"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "| 0.5 | 5 | +3.0 | [+1.0, +5.0] | yes |" in run.stdout
+    assert "tasks with the interval above 0: 1 of 3 (goal_velocity 0.5)" in run.stdout
+    assert "of them inside [0.6, 1.6]: 0" in run.stdout
+
+
+def test_the_command_says_when_there_is_nothing_to_read(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "experiments/gamma_intervals.py"), str(tmp_path)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "safemaml evaluate" in run.stderr
