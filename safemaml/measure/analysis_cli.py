@@ -23,6 +23,7 @@ from safemaml.measure.analysis import (
     per_round_gamma,
 )
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon
+from safemaml.measure.paired_tests import PairedTest, against_control, collect, largest_mean_gamma, summary_value
 
 BAND_PEAK = "The worst negative adaptation per comparison run: the largest per-task mean Γ in one evaluation folder."
 BLOCK_MEANS = "Print a run's learning progress as a Markdown table: the mean of each metrics.csv column over blocks."
@@ -30,6 +31,9 @@ BAND_LOCATION = ("Where negative adaptation sits against where the initial polic
                  "R2.2's test across bases (docs/results.md).")
 GAMMA_INTERVALS = ("Each task's mean Γ with its 95% t-interval over an evaluation's rounds, the tasks whose interval "
                    "lies above 0 (negative adaptation there), and their overlap with a stated band (R2.1).")
+LONGER_TESTS = ("Protocol R2.3's tests (docs/results.md): cvar and lagrangian against maml, paired over the training "
+                "seeds, on the primary endpoint (V̂ on p(T)) and the secondaries, Holm over the objectives; the "
+                "decision rule; cvar's constraint and the lagrangian's multiplier over iterations 21-120.")
 TASK_GAP = "How much more one task gains from the inner step than another, from one evaluation's rounds."
 
 
@@ -160,3 +164,78 @@ def gamma_intervals_main(argv: list[str] | None = None) -> None:
         low, high = args.band
         inside = above[(above[names[0]] >= low - 1e-9) & (above[names[0]] <= high + 1e-9)]
         print(f"of them inside [{low:g}, {high:g}]: {len(inside)}")
+
+
+R23_ENDPOINTS = [  # (name, evaluation folder, endpoint): the primary first
+    ("V̂ on p(T), task seed 0 (primary)", "eval", summary_value("violation_rate")),
+    ("band peak: largest mean Γ on 0.3 … 1.1", "eval-band", largest_mean_gamma),
+    ("V̂ on the fresh task set, task seed 1", "eval-fresh", summary_value("violation_rate")),
+    ("post-update return on p(T)", "eval", summary_value("post_return")),
+]
+
+
+def longer_tests_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=LONGER_TESTS)
+    parser.add_argument("root", type=Path, nargs="?", default=Path("experiments/results/longer-halfcheetah-vel"),
+                        help="the folder of ARM/seed-N runs (default: R2.3's)")
+    parser.add_argument("--control", default="maml", help="the arm every other is paired with (default maml)")
+    parser.add_argument("--arms", nargs="+", default=["cvar", "lagrangian"], help="the arms tested (default: "
+                        "cvar lagrangian; Holm runs over them)")
+    parser.add_argument("--iterations", type=int, default=120, help="the iteration every evaluation must be at")
+    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise error per endpoint (default 0.05)")
+    args = parser.parse_args(argv)
+    try:
+        tables = [(name, against_control(_checked(args, folder, endpoint), args.control, args.arms))
+                  for name, folder, endpoint in R23_ENDPOINTS]
+    except (OSError, KeyError, ValueError, SafeMamlError) as exc:
+        sys.exit(f"error: {exc}")
+    for name, rows in tables:
+        print(f"\n**{name}**: arm − {args.control}, paired over seeds\n")
+        print("| arm | seeds | arm mean | difference [95% t-interval] | lower on | t-test p | Holm p | Wilcoxon p |")
+        print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            print(f"| {r.arm} | {r.seeds} | {r.arm_mean:.4g} | {r.difference:+.4g} [{r.lo:+.4g}, {r.hi:+.4g}] | "
+                  f"{r.lower} of {r.seeds} | {r.p_t:.3g} | {r.p_holm:.3g} | {r.p_wilcoxon:.3g} |")
+    print()
+    for primary, fresh in zip(tables[0][1], tables[2][1]):
+        print(f"{primary.arm}: {_decision(primary, fresh, args.alpha)}")
+    _training_report(args.root, args.iterations)
+
+
+def _checked(args, folder: str, endpoint) -> dict[str, dict[int, float]]:
+    """The endpoint over every run, after checking that each evaluation is of the protocol's iteration."""
+    arms = [args.control, *args.arms]
+    at = collect(args.root, arms, folder, summary_value("iteration"))
+    wrong = [f"{arm}/seed-{s} at {int(i)}" for arm, seeds in at.items() for s, i in seeds.items()
+             if int(i) != args.iterations]
+    if wrong:
+        raise SafeMamlError(f"{folder}: not evaluated at iteration {args.iterations}: {', '.join(wrong)}")
+    return collect(args.root, arms, folder, endpoint)
+
+
+def _decision(primary: PairedTest, fresh: PairedTest, alpha: float) -> str:
+    """R2.3's rule: a reduction is established only if the primary test rejects after Holm and the fresh task
+    set's mean difference has the same sign."""
+    if not primary.p_holm <= alpha:
+        return f"not established (primary Holm p {primary.p_holm:.3g} > {alpha:g})"
+    if np.sign(primary.difference) != np.sign(fresh.difference):
+        return "not established (the primary rejects, but the fresh task set's difference has the other sign)"
+    return "established " + ("reduction" if primary.difference < 0 else "increase") + " of V̂"
+
+
+def _training_report(root: Path, iterations: int) -> None:
+    """Reported, not tested: whether cvar's constraint is met (C <= 0) at any iteration 21..N, and the
+    lagrangian's multiplier over them (metrics.csv, iterations counted from 1)."""
+    for arm, column in (("cvar", "objective_cvar_C"), ("lagrangian", "objective_multiplier")):
+        for run in sorted((root / arm).glob("seed-*"), key=lambda p: int(p.name.removeprefix("seed-"))):
+            with (run / "metrics.csv").open() as f:
+                rows = [r for r in csv.DictReader(f) if 20 <= int(r["iteration"]) < iterations]
+            values = np.array([float(r[column]) for r in rows])
+            if not len(values):
+                print(f"{arm}/{run.name}: no iterations after 20")
+            elif arm == "cvar":
+                print(f"{arm}/{run.name}: C <= 0 at {(values <= 0).sum()} of {len(values)} iterations 21-"
+                      f"{20 + len(values)}; C from {values.min():.3g} to {values.max():.3g}, last {values[-1]:.3g}")
+            else:
+                print(f"{arm}/{run.name}: λ at 21 {values[0]:.3g}, at {20 + len(values)} {values[-1]:.3g}, "
+                      f"range {values.min():.3g}-{values.max():.3g}")

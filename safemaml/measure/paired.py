@@ -47,3 +47,27 @@ def paired_t_interval(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tupl
         return mean, float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
     return mean, mean - half, mean + half
+
+
+def paired_t_test(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided p of the paired t-test of mean(x - y) = 0 (Student, n - 1 degrees of freedom); NaN below two
+    pairs or when every difference is the same (no spread to scale by)."""
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    if len(d) < 2 or np.ptp(d) == 0:
+        return float("nan")
+    t = np.mean(d) / (np.std(d, ddof=1) / np.sqrt(len(d)))
+    return float(2 * stats.t.sf(abs(t), len(d) - 1))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input's order: the k-th smallest p is multiplied by
+    (m - k + 1), made non-decreasing along the sorted order and capped at 1; rejecting where the adjusted p <= α
+    keeps the family-wise error at α over the m tests. NaN stays NaN and does not count in m."""
+    finite = [i for i, p in enumerate(pvalues) if not np.isnan(p)]
+    order = sorted(finite, key=lambda i: pvalues[i])
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - k) * pvalues[i]))
+        out[i] = running
+    return out

@@ -1,0 +1,113 @@
+"""Protocol R2.3's tests (safemaml.measure.paired_tests, experiments/longer_tests.py): paired t-tests of arms
+against a control over seeds, Holm over the arms, the decision rule; checked against hand-computed values,
+scipy's own paired t-test and the round-1 comparison's committed table."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from safemaml.errors import SafeMamlError
+from safemaml.measure.paired import holm, paired_t_test
+from safemaml.measure.paired_tests import against_control, collect, largest_mean_gamma, summary_value
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUND1 = ROOT / "experiments/results/comparison-halfcheetah-vel/compare"
+
+
+def test_holm_against_hand_computed_adjustments():
+    # sorted p 0.01, 0.04 -> 2 x 0.01 = 0.02, then max(0.02, 1 x 0.04) = 0.04; order of the input kept
+    assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])
+    # 0.02 -> 0.04; 0.03 -> max(0.04, 0.03) = 0.04 (monotone); capped at 1
+    assert holm([0.03, 0.02]) == pytest.approx([0.04, 0.04])
+    assert holm([0.7, 0.9, 0.01]) == pytest.approx([1.0, 1.0, 0.03])
+    assert np.isnan(holm([float("nan"), 0.02])[0]) and holm([float("nan"), 0.02])[1] == pytest.approx(0.02)
+
+
+def test_the_paired_t_test_is_scipys():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=6), rng.normal(size=6)
+    assert paired_t_test(x, y) == pytest.approx(stats.ttest_rel(x, y).pvalue, rel=1e-12)
+    # by hand: d = 1, 2, 3 -> t = 2 / (1 / sqrt 3) = 3.4641, two-sided with 2 df: 0.074180
+    assert paired_t_test([1, 2, 3], [0, 0, 0]) == pytest.approx(0.074180, abs=1e-6)
+    assert np.isnan(paired_t_test([1, 1], [0, 0]))  # no spread: undefined
+
+
+def test_round_1_differences_equal_the_committed_comparison_table():
+    values = collect(ROUND1, ["maml", "cvar", "lagrangian"], "eval", summary_value("violation_rate"))
+    with (ROUND1 / "comparison_objectives.csv").open() as f:
+        table = {r["objective"]: r for r in csv.DictReader(f)}
+    for row in against_control(values, "maml", ["cvar", "lagrangian"]):
+        expected = table[row.arm]
+        assert row.seeds == 6
+        assert row.difference == pytest.approx(float(expected["diff_violation_rate"]), abs=1e-12)
+        assert [row.lo, row.hi] == pytest.approx([float(expected["diff_lo_violation_rate"]),
+                                                  float(expected["diff_hi_violation_rate"])], abs=1e-12)
+        assert row.p_wilcoxon == pytest.approx(float(expected["seed_wilcoxon_p_violation_rate"]))
+
+
+def _runs(root: Path, arms: dict[str, list[float]], iteration: int = 120) -> Path:
+    """ARM/seed-N/{eval,eval-band,eval-fresh} with V̂ and post_return per seed; band peaks = V̂ x 100."""
+    for arm, rates in arms.items():
+        for seed, rate in enumerate(rates):
+            run = root / arm / f"seed-{seed}"
+            for folder in ("eval", "eval-band", "eval-fresh"):
+                (run / folder).mkdir(parents=True)
+                summary = {"violation_rate": rate, "post_return": -100 - seed, "iteration": iteration}
+                (run / folder / "summary.json").write_text(json.dumps(summary))
+                (run / folder / "tasks.csv").write_text(f"task_index,goal_velocity,mean_gamma\n0,0.3,{rate * 100}\n"
+                                                        f"1,0.4,-5\n")
+            column = "objective_cvar_C" if arm == "cvar" else "objective_multiplier"
+            (run / "metrics.csv").write_text(f"iteration,{column}\n" + "".join(
+                f"{i},{1.0 - i / 100 if arm == 'cvar' else i / 10}\n" for i in range(iteration)))
+    return root
+
+
+def test_holm_runs_over_the_arms_and_the_rule_needs_the_fresh_sign(tmp_path):
+    root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.10, 0.12, 0.11, 0.13, 0.10, 0.12],
+                            "lagrangian": [0.21, 0.19, 0.2, 0.22, 0.18, 0.2]})
+    values = collect(root, ["maml", "cvar", "lagrangian"], "eval", summary_value("violation_rate"))
+    cvar, lagrangian = against_control(values, "maml", ["cvar", "lagrangian"])
+    assert cvar.lower == 6 and cvar.difference == pytest.approx(-0.08667, abs=1e-5)
+    assert cvar.p_holm == pytest.approx(2 * cvar.p_t)  # the smaller p times the 2 objectives
+    assert lagrangian.p_holm == pytest.approx(max(cvar.p_holm, lagrangian.p_t))
+    assert collect(root, ["cvar"], "eval-band", largest_mean_gamma)["cvar"][0] == pytest.approx(10.0)
+    run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "cvar: established reduction of V̂" in run.stdout
+    assert "lagrangian: not established" in run.stdout
+    assert "cvar/seed-0: C <= 0 at 20 of 100 iterations 21-120" in run.stdout  # C = 1 - i/100 <= 0 from i = 100
+    assert "lagrangian/seed-0: λ at 21 2, at 120 11.9" in run.stdout
+
+
+def test_the_fresh_set_with_the_other_sign_blocks_the_claim(tmp_path):
+    root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.10, 0.12, 0.11, 0.13, 0.10, 0.12],
+                            "lagrangian": [0.2] * 6})
+    for seed in range(6):  # on the fresh tasks cvar violates more than maml
+        (root / "cvar" / f"seed-{seed}" / "eval-fresh" / "summary.json").write_text(
+            json.dumps({"violation_rate": 0.3, "post_return": 0, "iteration": 120}))
+    run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert "cvar: not established (the primary rejects, but the fresh task set's difference has the other sign)" \
+        in run.stdout
+
+
+def test_runs_not_at_the_protocol_iteration_or_missing_are_refused(tmp_path):
+    root = _runs(tmp_path / "a", {"maml": [0.2] * 3, "cvar": [0.1] * 3, "lagrangian": [0.2] * 3}, iteration=60)
+    run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "not evaluated at iteration 120" in run.stderr
+    shutil.rmtree(root / "cvar" / "seed-2" / "eval-fresh")
+    with pytest.raises(SafeMamlError, match="evaluate the run first"):
+        collect(root, ["cvar"], "eval-fresh", summary_value("violation_rate"))
+    shutil.rmtree(root / "lagrangian" / "seed-1")
+    values = collect(root, ["maml", "lagrangian"], "eval", summary_value("violation_rate"))
+    with pytest.raises(SafeMamlError, match="cannot pair"):
+        against_control(values, "maml", ["lagrangian"])
