@@ -2,19 +2,37 @@
 # R2.3 of docs/results.md (issue 29.3): continue the round-1 fine-tunes of maml, cvar and lagrangian from 20 to
 # 120 iterations (copies, resumed), then evaluate each at 120 on p(T), the band and a fresh task set.
 # Rerun after any stop: every step skips what is done (resume continues, evaluate reuses finished rounds).
+# LANES (default 2, one per core with OMP_NUM_THREADS=1) runs that many seeds side by side: lane k takes the
+# seeds s with s % LANES == k. Each run is the same whichever lane runs it (its randomness is its own).
 set -euo pipefail
-SRC=experiments/results/comparison-halfcheetah-vel/compare
-OUT=experiments/results/longer-halfcheetah-vel
+SRC=${SRC:-experiments/results/comparison-halfcheetah-vel/compare}
+OUT=${OUT:-experiments/results/longer-halfcheetah-vel}
 EVAL=(--trajectories 20 --repeats 60 --seed 0)
-for seed in 0 1 2 3 4 5; do
-  for arm in maml cvar lagrangian; do
-    run=$OUT/$arm/seed-$seed
-    if [ ! -d "$run" ]; then  # the copy: config, metrics, last.pt, checkpoints (not the evaluations)
-      mkdir -p "$run" && cp -r "$SRC/$arm/seed-$seed"/{config.toml,metrics.csv,last.pt,checkpoints} "$run"/
-    fi
-    safemaml train --resume "$run" --iterations 120
-    safemaml evaluate "$run" "${EVAL[@]}" --task-seed 0 --out "$run/eval"
-    safemaml evaluate "$run" "${EVAL[@]}" --grid 0.3:1.1:0.1 --out "$run/eval-band"
-    safemaml evaluate "$run" "${EVAL[@]}" --sample 40 --task-seed 1 --out "$run/eval-fresh"
+LANES=${LANES:-2}
+one() {  # ARM SEED
+  local run=$OUT/$1/seed-$2
+  if [ ! -d "$run" ]; then  # the copy: config, metrics, last.pt, checkpoints (not the evaluations)
+    mkdir -p "$run" && cp -r "$SRC/$1/seed-$2"/{config.toml,metrics.csv,last.pt,checkpoints} "$run"/
+  fi
+  safemaml train --resume "$run" --iterations 120
+  safemaml evaluate "$run" "${EVAL[@]}" --task-seed 0 --out "$run/eval"
+  safemaml evaluate "$run" "${EVAL[@]}" --grid 0.3:1.1:0.1 --out "$run/eval-band"
+  safemaml evaluate "$run" "${EVAL[@]}" --sample 40 --task-seed 1 --out "$run/eval-fresh"
+}
+lane() {  # K
+  for seed in 0 1 2 3 4 5; do
+    [ $((seed % LANES)) -eq "$1" ] || continue
+    for arm in maml cvar lagrangian; do one "$arm" "$seed"; done
   done
-done
+}
+pids=()
+stop() {  # the runs first (children of the lanes), then the lanes: a lane killed first would orphan its run
+  pkill -TERM -P "$(IFS=,; echo "${pids[*]}")" 2>/dev/null || true
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait; exit 130
+}
+trap stop TERM INT
+for ((k = 0; k < LANES; k++)); do lane "$k" & pids+=($!); done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit "$status"

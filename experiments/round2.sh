@@ -7,9 +7,11 @@
 #   2. R2.3: experiments/longer.sh.
 # Usage (repository root), in the background at the lowest priority:
 #   OMP_NUM_THREADS=1 nohup nice -n 19 bash experiments/round2.sh > round2.log 2>&1 &
-# Stop it with `kill -TERM PID` (the script's PID): it passes the signal on, and every run keeps its last
-# finished iteration.
+# Stop it with `kill -TERM $(cat round2.pid)`: the script writes its own PID there (`$!` after `nohup ... &`
+# can name a wrapper shell instead, whose death passes nothing on). It passes the signal to the runs, and every
+# run keeps its last finished iteration.
 set -euo pipefail
+echo $$ > round2.pid
 base() {  # RUN
   safemaml train --resume "$1" --quiet
   safemaml evaluate "$1" --sample 40 --task-seed 0
@@ -26,6 +28,5 @@ for run in experiments/runs/ant-vel-maml-500 experiments/runs/halfcheetah-vel-ma
   base "$run" & pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
-pids=()
-bash experiments/longer.sh & pids+=($!)
-wait "${pids[0]}"
+trap - TERM INT
+exec bash experiments/longer.sh  # the same PID: a TERM to it reaches longer.sh, which stops its own runs
