@@ -7,7 +7,7 @@ import pytest
 
 from safemaml.errors import SafeMamlError
 from safemaml.measure import analysis_cli
-from safemaml.measure.analysis import band_location, band_test
+from safemaml.measure.analysis import band_location, band_test, positive_points
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "task_index,goal_velocity,mean_pre,mean_post,mean_gamma,wins,p_hat,p_lo,p_hi,passes"
@@ -54,5 +54,13 @@ def test_the_command_prints_the_table_and_the_test(tmp_path, capsys):
     b = grid(tmp_path, [(0.1, -70, -1), (1.5, -60, 2)], "b")
     analysis_cli.band_location_main([str(a), str(b)])
     out = capsys.readouterr().out
-    assert "| 0.1 | 0.1 | 0.0 |" in out and "| 1.5 | 1.5 | 0.0 |" in out
+    assert "| 0.1 | 0.1 | 0.0 | 0.1 | none |" in out and "| 1.5 | 1.5 | 0.0 | 1.5 | none |" in out
     assert "all within ±0.2: yes" in out and "(v_Γ uniform over the 2 points of [0, 2)): 1" in out
+
+
+def test_the_band_and_its_overlap_with_the_papers_are_listed():
+    # the seed-0 base, docs/results.md: mean Γ > 0 at 0.3-0.6, overlapping the paper's [0.6, 1.1] only at 0.6
+    tasks = ROOT / "experiments/runs/halfcheetah-vel-maml-500/eval-grid/tasks.csv"
+    band = positive_points(tasks)
+    assert [v for v in band if v < 2] == [0.3, 0.4, 0.5, 0.6]
+    assert [v for v in band if 0.6 <= v <= 1.1] == [0.6]

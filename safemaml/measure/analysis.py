@@ -106,6 +106,19 @@ def band_location(tasks_csv: Path, low: float = 0.0, high: float = 2.0) -> tuple
     return float(best[names[0]]), float(worst[names[0]])
 
 
+def positive_points(tasks_csv: Path) -> list[float]:
+    """The grid points of a one-parameter family's evaluation where the mean Γ is above 0 (the band of negative
+    adaptation as docs/results.md reads it), in grid order."""
+    import csv
+
+    with Path(tasks_csv).open() as f:
+        rows = list(csv.DictReader(f))
+    names = [k for k in rows[0] if k not in TASK_COLUMNS] if rows else []
+    if len(names) != 1:
+        raise SafeMamlError(f"{tasks_csv}: a one-parameter family's grid is needed, got parameters {names}")
+    return [float(r[names[0]]) for r in rows if float(r["mean_gamma"]) > 0]
+
+
 TASK_COLUMNS = {"task_index", "mean_pre", "mean_post", "mean_gamma", "wins", "p_hat", "p_lo", "p_hi", "passes"}
 
 

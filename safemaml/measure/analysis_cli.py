@@ -21,6 +21,7 @@ from safemaml.measure.analysis import (
     parse_block,
     peaks,
     per_round_gamma,
+    positive_points,
 )
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon
 from safemaml.measure.paired_tests import PairedTest, against_control, collect, largest_mean_gamma, summary_value
@@ -110,16 +111,23 @@ def band_location_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--low", type=float, default=0.0, help="the training range's start (default 0)")
     parser.add_argument("--high", type=float, default=2.0, help="its end, excluded (default 2)")
     parser.add_argument("--width", type=float, default=0.2, help="|v_Γ − v_pre| that counts as the same place")
+    parser.add_argument("--paper-band", type=float, nargs=2, default=[0.6, 1.1], metavar=("LOW", "HIGH"),
+                        help="the paper's band, for the descriptive overlap column (default: HalfCheetahVel's 0.6 1.1)")
     args = parser.parse_args(argv)
     try:
         found = [band_location(g / "tasks.csv", args.low, args.high) for g in args.grids]
+        bands = [positive_points(g / "tasks.csv") for g in args.grids]
     except (OSError, SafeMamlError) as exc:
         sys.exit(f"error: {exc}")
     points = sum(1 for _ in _grid_points(args.grids[0] / "tasks.csv", args.low, args.high))
-    print("| base | v_pre (best pre-update return) | v_Γ (largest mean Γ) | abs(v_Γ − v_pre) |")
-    print("| --- | ---: | ---: | ---: |")
-    for grid, (pre, gamma) in zip(args.grids, found):
-        print(f"| {grid} | {pre:.1f} | {gamma:.1f} | {abs(gamma - pre):.1f} |")
+    low, high = args.paper_band
+    print(f"| base | v_pre (best pre-update return) | v_Γ (largest mean Γ) | abs(v_Γ − v_pre) | mean Γ > 0 at | "
+          f"of them in [{low:g}, {high:g}] |")
+    print("| --- | ---: | ---: | ---: | --- | --- |")
+    for grid, (pre, gamma), band in zip(args.grids, found, bands):
+        inside = [v for v in band if low - 1e-9 <= v <= high + 1e-9]
+        print(f"| {grid} | {pre:.1f} | {gamma:.1f} | {abs(gamma - pre):.1f} | {', '.join(f'{v:g}' for v in band) or 'none'} "
+              f"| {', '.join(f'{v:g}' for v in inside) or 'none'} |")
     within, p = band_test(found, args.width, points)
     print(f"all within ±{args.width}: {'yes' if within else 'no'}; null probability of that "
           f"(v_Γ uniform over the {points} points of [{args.low:g}, {args.high:g})): {p:.4g}")
