@@ -4,20 +4,25 @@
 # Rerun after any stop: every step skips what is done (resume continues, evaluate reuses finished rounds).
 # LANES (default 2, one per core with OMP_NUM_THREADS=1) runs that many seeds side by side: lane k takes the
 # seeds s with s % LANES == k. Each run is the same whichever lane runs it (its randomness is its own).
+# Stop it with `kill -TERM PID` (this script's PID; PID_FILE, if set, names a file holding it, removed at exit).
 set -euo pipefail
+source "$(dirname "$0")/lanes.sh"
 SRC=${SRC:-experiments/results/comparison-halfcheetah-vel/compare}
 OUT=${OUT:-experiments/results/longer-halfcheetah-vel}
 EVAL=(--trajectories 20 --repeats 60 --seed 0)
 LANES=${LANES:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 one() {  # ARM SEED
   local run=$OUT/$1/seed-$2
-  if [ ! -d "$run" ]; then  # the copy: config, metrics, last.pt, checkpoints (not the evaluations)
-    mkdir -p "$run" && cp -r "$SRC/$1/seed-$2"/{config.toml,metrics.csv,last.pt,checkpoints} "$run"/
+  if [ ! -f "$run/last.pt" ]; then  # the copy (config, metrics, last.pt, checkpoints), put in place whole
+    rm -rf "$run.copy" && mkdir -p "$run.copy"
+    cp -r "$SRC/$1/seed-$2"/{config.toml,metrics.csv,last.pt,checkpoints} "$run.copy"/
+    rm -rf "$run" && mv "$run.copy" "$run"
   fi
-  safemaml train --resume "$run" --iterations 120
-  safemaml evaluate "$run" "${EVAL[@]}" --task-seed 0 --out "$run/eval"
-  safemaml evaluate "$run" "${EVAL[@]}" --grid 0.3:1.1:0.1 --out "$run/eval-band"
-  safemaml evaluate "$run" "${EVAL[@]}" --sample 40 --task-seed 1 --out "$run/eval-fresh"
+  run safemaml train --resume "$run" --iterations 120
+  run safemaml evaluate "$run" "${EVAL[@]}" --task-seed 0 --out "$run/eval"
+  run safemaml evaluate "$run" "${EVAL[@]}" --grid 0.3:1.1:0.1 --out "$run/eval-band"
+  run safemaml evaluate "$run" "${EVAL[@]}" --sample 40 --task-seed 1 --out "$run/eval-fresh"
 }
 lane() {  # K
   for seed in 0 1 2 3 4 5; do
@@ -25,14 +30,7 @@ lane() {  # K
     for arm in maml cvar lagrangian; do one "$arm" "$seed"; done
   done
 }
-pids=()
-stop() {  # the runs first (children of the lanes), then the lanes: a lane killed first would orphan its run
-  pkill -TERM -P "$(IFS=,; echo "${pids[*]}")" 2>/dev/null || true
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait; exit 130
-}
-trap stop TERM INT
-for ((k = 0; k < LANES; k++)); do lane "$k" & pids+=($!); done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-exit "$status"
+if [ -n "${PID_FILE:-}" ]; then trap 'rm -f "$PID_FILE"' EXIT; fi
+trap stop_lanes TERM INT
+for ((k = 0; k < LANES; k++)); do start_lane lane "$k"; done
+wait_lanes

@@ -11,22 +11,19 @@
 # can name a wrapper shell instead, whose death passes nothing on). It passes the signal to the runs, and every
 # run keeps its last finished iteration.
 set -euo pipefail
+source "$(dirname "$0")/lanes.sh"
 echo $$ > round2.pid
+trap 'rm -f round2.pid' EXIT
 base() {  # RUN
-  safemaml train --resume "$1" --quiet
-  safemaml evaluate "$1" --sample 40 --task-seed 0
-  safemaml evaluate "$1" --grid 0:3:0.1 --out "$1/eval-grid"
+  run safemaml train --resume "$1" --quiet
+  run safemaml evaluate "$1" --sample 40 --task-seed 0
+  run safemaml evaluate "$1" --grid 0:3:0.1 --out "$1/eval-grid"
 }
-pids=()
-stop() {  # the runs are children of the subshells in pids: signal them, then the subshells
-  for pid in "${pids[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; done
-  wait; exit 130
-}
-trap stop TERM INT
-for run in experiments/runs/ant-vel-maml-500 experiments/runs/halfcheetah-vel-maml-500-seed1 \
-           experiments/runs/halfcheetah-vel-maml-500-seed2; do
-  base "$run" & pids+=($!)
+trap stop_lanes TERM INT
+for base_run in experiments/runs/ant-vel-maml-500 experiments/runs/halfcheetah-vel-maml-500-seed1 \
+                experiments/runs/halfcheetah-vel-maml-500-seed2; do
+  start_lane base "$base_run"
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
-trap - TERM INT
-exec bash experiments/longer.sh  # the same PID: a TERM to it reaches longer.sh, which stops its own runs
+wait_lanes
+trap - TERM INT EXIT
+PID_FILE=round2.pid exec bash experiments/longer.sh  # the same PID: a TERM to it reaches longer.sh's runs

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Γ per round of three tasks (goal velocities 0.5, 1.0, 1.5), five rounds each. Reference intervals by hand:
 # task 0: 1..5 -> mean 3, s = sqrt(2.5) = 1.5811, se = 0.70711, t(0.975, 4) = 2.776445 -> [1.0368, 4.9632];
 # task 1: -2..2 -> mean 0, the same spread -> [-1.9632, 1.9632]; task 2: 5 rounds of -10 +- 1 -> below 0.
-GAMMA = {0: [1, 2, 3, 4, 5], 1: [-2, -1, 0, 1, 2], 2: [-11, -9, -10, -11, -9]}
-VELOCITY = {0: 0.5, 1: 1.0, 2: 1.5}
+# task 3: -3, 1, 2, 3, 4 -> mean 1.4 > 0, s = 2.7019, se = 1.20830 -> [-1.9548, 4.7548]: not above 0.
+GAMMA = {0: [1, 2, 3, 4, 5], 1: [-2, -1, 0, 1, 2], 2: [-11, -9, -10, -11, -9], 3: [-3, 1, 2, 3, 4]}
+VELOCITY = {0: 0.5, 1: 1.0, 2: 1.5, 3: 2.0}
 
 
 def _evaluation(folder: Path) -> Path:
@@ -41,11 +42,12 @@ def _evaluation(folder: Path) -> Path:
 
 def test_each_task_gets_its_mean_and_t_interval_over_rounds(tmp_path):
     table = gamma_intervals(pd.read_csv(_evaluation(tmp_path / "eval") / "returns.csv.gz")).set_index("task_index")
-    assert table["rounds"].tolist() == [5, 5, 5]
-    assert table["mean_gamma"].tolist() == pytest.approx([3.0, 0.0, -10.0])
+    assert table["rounds"].tolist() == [5, 5, 5, 5]
+    assert table["mean_gamma"].tolist() == pytest.approx([3.0, 0.0, -10.0, 1.4])
     assert table.loc[0, ["lo", "hi"]].tolist() == pytest.approx([1.0368, 4.9632], abs=1e-4)
     assert table.loc[1, ["lo", "hi"]].tolist() == pytest.approx([-1.9632, 1.9632], abs=1e-4)
-    assert table["above"].tolist() == [True, False, False]
+    assert table.loc[3, ["lo", "hi"]].tolist() == pytest.approx([-1.9548, 4.7548], abs=1e-4)
+    assert table["above"].tolist() == [True, False, False, False]  # a mean above 0 is not enough
 
 
 def test_one_round_is_refused(tmp_path):
@@ -60,7 +62,7 @@ def test_the_command_lists_the_tasks_above_0_and_those_inside_the_band(tmp_path)
                           "--band", "0.6", "1.6"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "| 0.5 | 5 | +3.0 | [+1.0, +5.0] | yes |" in run.stdout
-    assert "tasks with the interval above 0: 1 of 3 (goal_velocity 0.5)" in run.stdout
+    assert "tasks with the interval above 0: 1 of 4 (goal_velocity 0.5)" in run.stdout
     assert "of them inside [0.6, 1.6]: 0" in run.stdout
 
 
@@ -69,3 +71,15 @@ def test_the_command_says_when_there_is_nothing_to_read(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "safemaml evaluate" in run.stderr
+
+
+def test_damaged_or_mismatched_files_are_one_line_not_a_traceback(tmp_path):
+    folder = _evaluation(tmp_path / "eval")
+    script = [sys.executable, str(ROOT / "experiments/gamma_intervals.py"), str(folder)]
+    tasks = (folder / "tasks.csv").read_text()
+    (folder / "tasks.csv").write_text("\n".join(tasks.splitlines()[:-1]) + "\n")  # task 3 missing
+    run = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "not list the same tasks" in run.stderr
+    (folder / "returns.csv.gz").write_bytes(b"not gzip")
+    run = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr

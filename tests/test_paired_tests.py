@@ -27,16 +27,26 @@ def test_holm_against_hand_computed_adjustments():
     # 0.02 -> 0.04; 0.03 -> max(0.04, 0.03) = 0.04 (monotone); capped at 1
     assert holm([0.03, 0.02]) == pytest.approx([0.04, 0.04])
     assert holm([0.7, 0.9, 0.01]) == pytest.approx([1.0, 1.0, 0.03])
-    assert np.isnan(holm([float("nan"), 0.02])[0]) and holm([float("nan"), 0.02])[1] == pytest.approx(0.02)
+    # an undefined test still counts in m (as p = 1): the other is adjusted for both, 2 x 0.02
+    assert np.isnan(holm([float("nan"), 0.02])[0]) and holm([float("nan"), 0.02])[1] == pytest.approx(0.04)
 
 
 def test_the_paired_t_test_is_scipys():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=6), rng.normal(size=6)
-    assert paired_t_test(x, y) == pytest.approx(stats.ttest_rel(x, y).pvalue, rel=1e-12)
+    assert paired_t_test(x, y) == pytest.approx(stats.ttest_rel(x, y).pvalue, rel=1e-9)
     # by hand: d = 1, 2, 3 -> t = 2 / (1 / sqrt 3) = 3.4641, two-sided with 2 df: 0.074180
     assert paired_t_test([1, 2, 3], [0, 0, 0]) == pytest.approx(0.074180, abs=1e-6)
-    assert np.isnan(paired_t_test([1, 1], [0, 0]))  # no spread: undefined
+    assert np.isnan(paired_t_test([1], [0]))  # one pair: undefined
+
+
+def test_differences_equal_in_value_decide_alike():
+    # every seed one task of 40 lower: exactly equal differences, and the same in value but unequal in floating
+    # point (8/40 - 7/40 != 3/40 - 2/40); both are the t-test's limit |t| = inf, p = 0, not 6e-78 against NaN
+    exact = paired_t_test([7 / 40] * 6, [8 / 40] * 6)
+    rounded = paired_t_test([7 / 40, 2 / 40] * 3, [8 / 40, 3 / 40] * 3)
+    assert exact == rounded == 0.0
+    assert paired_t_test([0.2] * 6, [0.2] * 6) == 1.0  # no difference at all: t = 0
 
 
 def test_round_1_differences_equal_the_committed_comparison_table():
@@ -87,6 +97,18 @@ def test_holm_runs_over_the_arms_and_the_rule_needs_the_fresh_sign(tmp_path):
     assert "lagrangian/seed-0: λ at 21 2, at 120 11.9" in run.stdout
 
 
+def test_a_test_that_rejects_only_before_holm_is_not_established(tmp_path):
+    # cvar alone: t-test p 0.032 <= 0.05, but Holm over the two objectives doubles it to 0.065
+    root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.10, 0.19, 0.14, 0.2, 0.15, 0.16],
+                            "lagrangian": [0.21, 0.19, 0.2, 0.22, 0.18, 0.2]})
+    values = collect(root, ["maml", "cvar", "lagrangian"], "eval", summary_value("violation_rate"))
+    cvar = against_control(values, "maml", ["cvar", "lagrangian"])[0]
+    assert cvar.p_t == pytest.approx(0.032391, abs=1e-5) and cvar.p_holm == pytest.approx(0.064783, abs=1e-5)
+    run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert "cvar: not established (primary Holm p 0.0648 > 0.05)" in run.stdout
+
+
 def test_the_fresh_set_with_the_other_sign_blocks_the_claim(tmp_path):
     root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.10, 0.12, 0.11, 0.13, 0.10, 0.12],
                             "lagrangian": [0.2] * 6})
@@ -95,15 +117,21 @@ def test_the_fresh_set_with_the_other_sign_blocks_the_claim(tmp_path):
             json.dumps({"violation_rate": 0.3, "post_return": 0, "iteration": 120}))
     run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
                          capture_output=True, text=True, cwd=tmp_path)
-    assert "cvar: not established (the primary rejects, but the fresh task set's difference has the other sign)" \
-        in run.stdout
+    assert "cvar: not established (the primary rejects" in run.stdout
+    assert "but the fresh task set's difference is +0.1, not below 0)" in run.stdout
 
 
 def test_runs_not_at_the_protocol_iteration_or_missing_are_refused(tmp_path):
     root = _runs(tmp_path / "a", {"maml": [0.2] * 3, "cvar": [0.1] * 3, "lagrangian": [0.2] * 3}, iteration=60)
-    run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    script = [sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)]
+    run = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)  # 3 seeds, the protocol 6
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "the protocol [0, 1, 2, 3, 4, 5]" in run.stderr
+    run = subprocess.run(script + ["--seeds", "0", "1", "2"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and "not evaluated at iteration 120" in run.stderr
+    (root / "cvar" / "seed-1" / "metrics.csv").unlink()
+    run = subprocess.run(script + ["--seeds", "0", "1", "2", "--iterations", "60"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "metrics.csv" in run.stderr
     shutil.rmtree(root / "cvar" / "seed-2" / "eval-fresh")
     with pytest.raises(SafeMamlError, match="evaluate the run first"):
         collect(root, ["cvar"], "eval-fresh", summary_value("violation_rate"))

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("pk
 def tree(tmp_path):
     """A repository root with the two scripts, round 1's run folders (empty files) and the stand-in."""
     (tmp_path / "experiments").mkdir()
-    for name in ("round2.sh", "longer.sh"):
+    for name in ("round2.sh", "longer.sh", "lanes.sh"):
         shutil.copy(ROOT / "experiments" / name, tmp_path / "experiments" / name)
     for arm in ARMS:
         for seed in SEEDS:
@@ -79,14 +79,29 @@ def test_every_command_runs_once_in_order(tree):
         assert mine == [f"train --resume {base} --quiet", f"evaluate {base} --sample 40 --task-seed 0",
                         f"evaluate {base} --grid 0:3:0.1 --out {base}/eval-grid"]
     longer = done[9:]  # every base command before any of R2.3's
-    assert all(_run_of(c).startswith("experiments/results/longer") for c in longer)
-    runs = [_run_of(c) for c in longer if c.startswith("train")]
-    assert sorted(runs) == sorted(f"experiments/results/longer-halfcheetah-vel/{a}/seed-{s}"
-                                  for a in ARMS for s in SEEDS)
     assert len(longer) == 18 * 4
+    evaluation = "--trajectories 20 --repeats 60 --seed 0"
+    for arm in ARMS:
+        for seed in SEEDS:  # R2.3's four commands per run, in order (docs/results.md)
+            run = f"experiments/results/longer-halfcheetah-vel/{arm}/seed-{seed}"
+            assert [c for c in longer if _run_of(c) == run] == [
+                f"train --resume {run} --iterations 120",
+                f"evaluate {run} {evaluation} --task-seed 0 --out {run}/eval",
+                f"evaluate {run} {evaluation} --grid 0.3:1.1:0.1 --out {run}/eval-band",
+                f"evaluate {run} {evaluation} --sample 40 --task-seed 1 --out {run}/eval-fresh"]
     copied = tree / "experiments/results/longer-halfcheetah-vel/cvar/seed-3"
     assert (copied / "last.pt").read_text() == "cvar 3\n" and (copied / "checkpoints").is_dir()
-    assert int((tree / "round2.pid").read_text()) > 0
+    assert not (tree / "round2.pid").exists()  # removed at the end: a stale PID could name another process
+
+
+def test_a_half_made_copy_is_made_again_not_trained_from_scratch(tree):
+    run = tree / "experiments/results/longer-halfcheetah-vel/maml/seed-0"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("maml 0\n")  # stopped before last.pt was copied
+    env = {**os.environ, "PATH": f"{tree / 'bin'}:{os.environ['PATH']}", "LOG": str(tree / "log"), "SLOW": "x"}
+    subprocess.run(["bash", "experiments/longer.sh"], cwd=tree, env=env, check=True, capture_output=True)
+    assert (run / "last.pt").read_text() == "maml 0\n" and (run / "metrics.csv").is_file()
+    assert not run.with_name("seed-0.copy").exists()
 
 
 @pytest.mark.parametrize("stage, slow, runs", [("bases", "train --resume experiments/runs", 3),
@@ -95,12 +110,16 @@ def test_sigterm_to_the_script_reaches_every_run(tree, stage, slow, runs):
     process = _start(tree, slow)
     try:
         _wait_for(tree, started=runs if stage == "bases" else 9 + runs)
-        os.kill(int((tree / "round2.pid").read_text()), signal.SIGTERM)
+        os.kill(int((tree / "round2.pid").read_text()), signal.SIGTERM)  # while running, it names the script
         assert process.wait(timeout=20) != 0
         time.sleep(0.3)
         terms = [line for line in _log(tree) if line.startswith("TERM ")]
         assert len(terms) == runs, _log(tree)
         assert all(slow in line for line in terms)
+        log = _log(tree)
+        started = {line.split(" ", 1)[1] for line in log if line.startswith("start ")}
+        ended = {line.split(" ", 1)[1] for line in log if not line.startswith("start ")}
+        assert started == ended  # no command left running, and none started after the TERM
     finally:
         try:
             os.killpg(process.pid, signal.SIGKILL)

@@ -24,19 +24,25 @@ def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p of x - y; NaN when it is undefined (fewer than two pairs,
     or every difference zero).
 
-    The differences are rounded to SIGNIFICANT_DIGITS digits of the largest |x|, |y| first: equal
-    differences that floating point makes unequal (task fractions: 8/40 - 7/40 = 0.025000000000000022
-    but 3/40 - 2/40 = 0.024999999999999994) are then ties, ranked together as the test defines it,
-    and a difference that is zero up to rounding is dropped as a zero."""
+    The differences are rounded first (`rounded_differences`): equal differences that floating point makes
+    unequal are then ties, ranked together as the test defines it, and a difference that is zero up to
+    rounding is dropped as a zero."""
+    d = rounded_differences(x, y)
+    if len(d) < 2 or np.all(d == 0):
+        return float("nan")
+    return float(stats.wilcoxon(d).pvalue)
+
+
+def rounded_differences(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x - y rounded to SIGNIFICANT_DIGITS digits of the largest |x|, |y|: differences equal in value come out
+    equal (task fractions: 8/40 - 7/40 = 0.025000000000000022 but 3/40 - 2/40 = 0.024999999999999994)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     d = x - y
     magnitudes = np.abs(np.concatenate([x, y]))
     magnitudes = magnitudes[np.isfinite(magnitudes)]
     if magnitudes.size and magnitudes.max() > 0:
         d = np.round(d, SIGNIFICANT_DIGITS - 1 - int(np.floor(np.log10(magnitudes.max()))))
-    if len(d) < 2 or np.all(d == 0):
-        return float("nan")
-    return float(stats.wilcoxon(d).pvalue)
+    return d
 
 
 def paired_t_interval(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -51,10 +57,14 @@ def paired_t_interval(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tupl
 
 def paired_t_test(x: np.ndarray, y: np.ndarray) -> float:
     """Two-sided p of the paired t-test of mean(x - y) = 0 (Student, n - 1 degrees of freedom); NaN below two
-    pairs or when every difference is the same (no spread to scale by)."""
-    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
-    if len(d) < 2 or np.ptp(d) == 0:
+    pairs. The differences are rounded first (`rounded_differences`), so that differences equal in value
+    decide alike; when they are then all equal the test is at its limit: p = 1 if they are all 0 (t = 0), else
+    p = 0 (|t| infinite: every seed moved by exactly the same amount)."""
+    d = rounded_differences(x, y)
+    if len(d) < 2:
         return float("nan")
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
     t = np.mean(d) / (np.std(d, ddof=1) / np.sqrt(len(d)))
     return float(2 * stats.t.sf(abs(t), len(d) - 1))
 
@@ -62,12 +72,13 @@ def paired_t_test(x: np.ndarray, y: np.ndarray) -> float:
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values (Holm 1979), in the input's order: the k-th smallest p is multiplied by
     (m - k + 1), made non-decreasing along the sorted order and capped at 1; rejecting where the adjusted p <= α
-    keeps the family-wise error at α over the m tests. NaN stays NaN and does not count in m."""
-    finite = [i for i, p in enumerate(pvalues) if not np.isnan(p)]
-    order = sorted(finite, key=lambda i: pvalues[i])
+    keeps the family-wise error at α over the m tests. m is the number of tests, an undefined one (NaN)
+    included: it counts as p = 1 (it can never reject) and stays NaN in the output."""
+    order = sorted(range(len(pvalues)), key=lambda i: 1.0 if np.isnan(pvalues[i]) else pvalues[i])
     out = [float("nan")] * len(pvalues)
     running = 0.0
     for k, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - k) * pvalues[i]))
-        out[i] = running
+        p = 1.0 if np.isnan(pvalues[i]) else pvalues[i]
+        running = max(running, min(1.0, (len(pvalues) - k) * p))
+        out[i] = float("nan") if np.isnan(pvalues[i]) else running
     return out
