@@ -47,7 +47,9 @@ def _fresh_tensors_per_call(mode: str, **env) -> float:
 
 def test_importing_safemaml_stops_page_faulting_freed_tensors_in_again():
     assert _fresh_tensors_per_call("torch") > 2.5  # glibc's default: every temporary is mapped afresh
-    assert _fresh_tensors_per_call("safemaml") < 0.1
+    # at most a few one-off faults: 0.1 (one tensor's pages once in the 10 calls) was seen on a clean clone
+    # while three trainings held ~9 GB, so the bound is 0.5, still 5x below the default's 2.5 and more
+    assert _fresh_tensors_per_call("safemaml") < 0.5
 
 
 def test_the_opt_out_leaves_malloc_alone():
