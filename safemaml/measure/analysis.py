@@ -86,9 +86,8 @@ def block_table(rows: list[dict[str, str]], blocks: list[tuple[int, int]], timin
     return "\n".join(lines)
 
 
-def band_location(tasks_csv: Path, low: float = 0.0, high: float = 2.0) -> tuple[float, float]:
-    """(v_pre, v_Γ) of one grid evaluation of a one-parameter family (R2.2): over the grid points in [low, high),
-    the parameter with the highest mean pre-update return and the one with the largest mean Γ (first on ties)."""
+def grid_rows(tasks_csv: Path) -> tuple[str, list[dict[str, str]]]:
+    """(parameter name, rows) of a one-parameter family's evaluation tasks.csv; refused for other families."""
     import csv
 
     with Path(tasks_csv).open() as f:
@@ -98,25 +97,26 @@ def band_location(tasks_csv: Path, low: float = 0.0, high: float = 2.0) -> tuple
     names = [k for k in rows[0] if k not in TASK_COLUMNS]
     if len(names) != 1:
         raise SafeMamlError(f"{tasks_csv}: a one-parameter family's grid is needed, got parameters {names}")
-    inside = [r for r in rows if low <= float(r[names[0]]) < high]
+    return names[0], rows
+
+
+def band_location(tasks_csv: Path, low: float = 0.0, high: float = 2.0) -> tuple[float, float]:
+    """(v_pre, v_Γ) of one grid evaluation of a one-parameter family (R2.2): over the grid points in [low, high),
+    the parameter with the highest mean pre-update return and the one with the largest mean Γ (first on ties)."""
+    name, rows = grid_rows(tasks_csv)
+    inside = [r for r in rows if low <= float(r[name]) < high]
     if not inside:
         raise SafeMamlError(f"{tasks_csv}: no grid point in [{low}, {high})")
     best = max(inside, key=lambda r: float(r["mean_pre"]))  # max keeps the first of equal values
     worst = max(inside, key=lambda r: float(r["mean_gamma"]))
-    return float(best[names[0]]), float(worst[names[0]])
+    return float(best[name]), float(worst[name])
 
 
 def positive_points(tasks_csv: Path) -> list[float]:
     """The grid points of a one-parameter family's evaluation where the mean Γ is above 0 (the band of negative
     adaptation as docs/results.md reads it), in grid order."""
-    import csv
-
-    with Path(tasks_csv).open() as f:
-        rows = list(csv.DictReader(f))
-    names = [k for k in rows[0] if k not in TASK_COLUMNS] if rows else []
-    if len(names) != 1:
-        raise SafeMamlError(f"{tasks_csv}: a one-parameter family's grid is needed, got parameters {names}")
-    return [float(r[names[0]]) for r in rows if float(r["mean_gamma"]) > 0]
+    name, rows = grid_rows(tasks_csv)
+    return [float(r[name]) for r in rows if float(r["mean_gamma"]) > 0]
 
 
 TASK_COLUMNS = {"task_index", "mean_pre", "mean_post", "mean_gamma", "wins", "p_hat", "p_lo", "p_hi", "passes"}

@@ -18,13 +18,21 @@ from safemaml.measure.analysis import (
     band_test,
     block_table,
     gamma_intervals,
+    grid_rows,
     parse_block,
     peaks,
     per_round_gamma,
     positive_points,
 )
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon
-from safemaml.measure.paired_tests import PairedTest, against_control, collect, largest_mean_gamma, summary_value
+from safemaml.measure.paired_tests import (
+    PairedTest,
+    against_control,
+    collect,
+    largest_mean_gamma,
+    seed_runs,
+    summary_value,
+)
 
 BAND_PEAK = "The worst negative adaptation per comparison run: the largest per-task mean Γ in one evaluation folder."
 BLOCK_MEANS = "Print a run's learning progress as a Markdown table: the mean of each metrics.csv column over blocks."
@@ -119,7 +127,8 @@ def band_location_main(argv: list[str] | None = None) -> None:
         bands = [positive_points(g / "tasks.csv") for g in args.grids]
     except (OSError, SafeMamlError) as exc:
         sys.exit(f"error: {exc}")
-    points = sum(1 for _ in _grid_points(args.grids[0] / "tasks.csv", args.low, args.high))
+    name, rows = grid_rows(args.grids[0] / "tasks.csv")
+    points = sum(args.low <= float(r[name]) < args.high for r in rows)
     low, high = args.paper_band
     print(f"| base | v_pre (best pre-update return) | v_Γ (largest mean Γ) | abs(v_Γ − v_pre) | mean Γ > 0 at | "
           f"of them in [{low:g}, {high:g}] |")
@@ -132,12 +141,6 @@ def band_location_main(argv: list[str] | None = None) -> None:
     print(f"all within ±{args.width}: {'yes' if within else 'no'}; null probability of that "
           f"(v_Γ uniform over the {points} points of [{args.low:g}, {args.high:g})): {p:.4g}")
 
-
-def _grid_points(tasks_csv: Path, low: float, high: float) -> list[float]:
-    with tasks_csv.open() as f:
-        rows = list(csv.DictReader(f))
-    name = next(k for k in rows[0] if k != "task_index")
-    return [float(r[name]) for r in rows if low <= float(r[name]) < high]
 
 
 def gamma_intervals_main(argv: list[str] | None = None) -> None:
@@ -249,7 +252,7 @@ def _training_report(root: Path, iterations: int) -> list[str]:
     lagrangian's multiplier over them (metrics.csv, iterations counted from 1)."""
     lines = []
     for arm, column in (("cvar", "objective_cvar_C"), ("lagrangian", "objective_multiplier")):
-        for run in sorted((root / arm).glob("seed-*"), key=lambda p: int(p.name.removeprefix("seed-"))):
+        for _, run in seed_runs(root / arm):
             with (run / "metrics.csv").open() as f:
                 rows = [r for r in csv.DictReader(f) if 20 <= int(r["iteration"]) < iterations]
             values = np.array([float(r[column]) for r in rows])

@@ -38,14 +38,25 @@ def collect(root: Path, arms: list[str], folder: str, endpoint: Endpoint) -> dic
     that a test never runs silently on fewer seeds than the protocol has."""
     out: dict[str, dict[int, float]] = {}
     for arm in arms:
-        runs = sorted((root / arm).glob("seed-*"), key=lambda p: int(p.name.removeprefix("seed-")))
+        runs = seed_runs(root / arm)
         if not runs:
             raise SafeMamlError(f"no runs {root / arm}/seed-N")
-        for run in runs:
+        for seed, run in runs:
             if not (run / folder).is_dir():
                 raise SafeMamlError(f"{run / folder} does not exist: evaluate the run first")
-            out.setdefault(arm, {})[int(run.name.removeprefix("seed-"))] = endpoint(run / folder)
+            out.setdefault(arm, {})[seed] = endpoint(run / folder)
     return out
+
+
+def seed_runs(arm_dir: Path) -> list[tuple[int, Path]]:
+    """(seed, folder) of each ARM/seed-N run, by seed (a folder seed-X with X not an integer is an error)."""
+    found = []
+    for run in arm_dir.glob("seed-*"):
+        try:
+            found.append((int(run.name.removeprefix("seed-")), run))
+        except ValueError:
+            raise SafeMamlError(f"{run}: not a seed-N run folder") from None
+    return sorted(found)
 
 
 @dataclass(frozen=True)
