@@ -4,7 +4,7 @@
     RUN/metrics.csv            one row per finished meta-iteration
     RUN/last.pt                the state after the last finished iteration
     RUN/checkpoints/iter_N.pt  every `checkpoint_every` iterations
-    RUN/eval/                  evaluations (returns.csv, tasks.csv, summary.json, figure.png)
+    RUN/eval/                  evaluations (returns.csv.gz, tasks.csv, summary.json, figure.png)
     RUN/.lock                  the writer's lock (an OS lock: released when the process dies)
 
 Rules kept here so train, evaluate, compare, report and studies share them:
