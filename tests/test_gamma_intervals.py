@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from safemaml.errors import SafeMamlError
-from safemaml.measure.analysis import gamma_intervals
+from safemaml.measure.analysis import gamma_intervals, median_returns
 
 ROOT = Path(__file__).resolve().parents[1]
 # Γ per round of three tasks (goal velocities 0.5, 1.0, 1.5), five rounds each. Reference intervals by hand:
@@ -61,9 +61,22 @@ def test_the_command_lists_the_tasks_above_0_and_those_inside_the_band(tmp_path)
     run = subprocess.run([sys.executable, str(ROOT / "experiments/gamma_intervals.py"), str(folder),
                           "--band", "0.6", "1.6"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "| 0.5 | 5 | +3.0 | [+1.0, +5.0] | yes |" in run.stdout
+    assert "| 0.5 | 5 | +3.0 | [+1.0, +5.0] | yes | yes |" in run.stdout
+    assert "| 2 | 5 | +1.4 | [-2.0, +4.8] |  | yes |" in run.stdout
     assert "tasks with the interval above 0: 1 of 4 (goal_velocity 0.5)" in run.stdout
     assert "of them inside [0.6, 1.6]: 0" in run.stdout
+    assert "below the median pre-update one: 2 of 4 (goal_velocity 0.5, 2)" in run.stdout
+
+
+def test_medians_are_over_every_round_and_trajectory_of_a_phase(tmp_path):
+    # By hand from _evaluation: task 0's pre-update returns are -50 + g -+ 3 for g = 1..5, i.e. -52 -51 -50
+    # -49 -48 -46 -45 -44 -43 -42, median -47; every task's post-update returns are five -43 and five -57,
+    # median -50. Task 1 (g = -2..2): pre median -50, equal to post, so not a drop. Task 2 (g about -10):
+    # pre median -60. Task 3 (g = -3, 1, 2, 3, 4): pre -56 -52 -51 -50 -50 -49 -46 -45 -44 -43, median -49.5.
+    # The held-out phase (999) must not enter.
+    table = median_returns(pd.read_csv(_evaluation(tmp_path / "eval") / "returns.csv.gz")).set_index("task_index")
+    assert table["median_pre"].tolist() == pytest.approx([-47.0, -50.0, -60.0, -49.5])
+    assert table["median_post"].tolist() == pytest.approx([-50.0] * 4)
 
 
 def test_the_command_says_when_there_is_nothing_to_read(tmp_path):

@@ -132,6 +132,18 @@ def band_test(locations: list[tuple[float, float]], width: float = 0.2, points: 
     return within, one ** len(locations)
 
 
+def median_returns(returns: pd.DataFrame) -> pd.DataFrame:
+    """Per task: the median pre-update and post-update return over all rounds and trajectories (columns
+    task_index, median_pre, median_post): the curves of the paper's Figure 1 and of `figure.png`.
+
+    The paper reads its band from these medians; R2.1/R2.2 use mean Γ. Comparing the two says whether the
+    criterion moves the band (a check added after R2.2's data, docs/results.md)."""
+    kept = returns[returns["phase"].isin(["pre", "post"])]
+    medians = kept.groupby(["task_index", "phase"])["return"].median().unstack("phase")
+    return medians.rename(columns={"pre": "median_pre", "post": "median_post"}).reset_index()[
+        ["task_index", "median_pre", "median_post"]]
+
+
 def gamma_intervals(returns: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per task: mean Γ over the rounds and its two-sided t-interval at `level`, and whether the interval lies
     above 0 ("negative adaptation there", R2.1). Columns task_index, rounds, mean_gamma, lo, hi, above.

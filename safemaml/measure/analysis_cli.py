@@ -7,6 +7,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from safemaml.measure.analysis import (
     block_table,
     gamma_intervals,
     grid_rows,
+    median_returns,
     parse_block,
     peaks,
     per_round_gamma,
@@ -34,12 +36,16 @@ from safemaml.measure.paired_tests import (
     summary_value,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 BAND_PEAK = "The worst negative adaptation per comparison run: the largest per-task mean Γ in one evaluation folder."
 BLOCK_MEANS = "Print a run's learning progress as a Markdown table: the mean of each metrics.csv column over blocks."
 BAND_LOCATION = ("Where negative adaptation sits against where the initial policy is best, per base, and protocol "
                  "R2.2's test across bases (docs/results.md).")
 GAMMA_INTERVALS = ("Each task's mean Γ with its 95% t-interval over an evaluation's rounds, the tasks whose interval "
-                   "lies above 0 (negative adaptation there), and their overlap with a stated band (R2.1).")
+                   "lies above 0 (negative adaptation there), and their overlap with a stated band (R2.1); beside it, "
+                   "whether the median post-update return is below the median pre-update one (the paper's reading).")
 LONGER_TESTS = ("Protocol R2.3's tests (docs/results.md): cvar and lagrangian against maml, paired over the training "
                 "seeds, on the primary endpoint (V̂ on p(T)) and the secondaries, Holm over the objectives; the "
                 "decision rule; cvar's constraint and the lagrangian's multiplier over iterations 21-120.")
@@ -143,6 +149,11 @@ def band_location_main(argv: list[str] | None = None) -> None:
 
 
 
+def _listing(rows: pd.DataFrame) -> str:
+    """'0.5, 1.2' (or '0.5 1, 1.2 0' for several parameters): the task parameters of the given rows."""
+    return ", ".join(" ".join(f"{v:g}" for v in row) for row in rows.itertuples(index=False))
+
+
 def gamma_intervals_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=GAMMA_INTERVALS)
     parser.add_argument("eval_dir", type=Path, help="an evaluation folder holding tasks.csv and returns.csv.gz")
@@ -155,7 +166,8 @@ def gamma_intervals_main(argv: list[str] | None = None) -> None:
     import pandas as pd
 
     try:
-        table = gamma_intervals(pd.read_csv(path))
+        returns = pd.read_csv(path)
+        table = gamma_intervals(returns).merge(median_returns(returns), on="task_index", validate="1:1")
         tasks = pd.read_csv(args.eval_dir / "tasks.csv")
         names = [c for c in tasks.columns if c not in TASK_COLUMNS]
         table = tasks[["task_index", *names]].merge(table, on="task_index", how="outer", validate="1:1")
@@ -166,19 +178,24 @@ def gamma_intervals_main(argv: list[str] | None = None) -> None:
     if args.band is not None and len(names) != 1:
         parser.error(f"--band needs a one-parameter family; {args.eval_dir} has parameters {', '.join(names)}")
     param = " ".join(names)
-    print(f"| {param} | rounds | mean Γ | 95% t-interval | above 0 |")
-    print("| ---: | ---: | ---: | --- | --- |")
+    table["median_drop"] = table["median_post"] < table["median_pre"]
+    print(f"| {param} | rounds | mean Γ | 95% t-interval | above 0 | median post < median pre |")
+    print("| ---: | ---: | ---: | --- | --- | --- |")
     for r in table.itertuples(index=False):
         where = " ".join(f"{getattr(r, n):g}" for n in names)
-        print(f"| {where} | {r.rounds} | {r.mean_gamma:+.1f} | [{r.lo:+.1f}, {r.hi:+.1f}] | {'yes' if r.above else ''} |")
+        print(f"| {where} | {r.rounds} | {r.mean_gamma:+.1f} | [{r.lo:+.1f}, {r.hi:+.1f}] | {'yes' if r.above else ''} "
+              f"| {'yes' if r.median_drop else ''} |")
     above = table[table["above"]]
-    found = ", ".join(" ".join(f"{v:g}" for v in row) for row in above[names].itertuples(index=False))
+    found = _listing(above[names])
     print(f"tasks with the interval above 0: {len(above)} of {len(table)}" + (f" ({param} {found})" if found else
                                                                            " (no negative adaptation found)"))
     if args.band is not None and len(names) == 1:
         low, high = args.band
         inside = above[(above[names[0]] >= low - 1e-9) & (above[names[0]] <= high + 1e-9)]
         print(f"of them inside [{low:g}, {high:g}]: {len(inside)}")
+    drops = _listing(table[table["median_drop"]][names])
+    print(f"tasks whose median post-update return is below the median pre-update one: "
+          f"{int(table['median_drop'].sum())} of {len(table)}" + (f" ({param} {drops})" if drops else ""))
 
 
 R23_ENDPOINTS = [  # (name, evaluation folder, endpoint): the primary first
