@@ -48,6 +48,7 @@ def test_each_task_gets_its_mean_and_t_interval_over_rounds(tmp_path):
     assert table.loc[1, ["lo", "hi"]].tolist() == pytest.approx([-1.9632, 1.9632], abs=1e-4)
     assert table.loc[3, ["lo", "hi"]].tolist() == pytest.approx([-1.9548, 4.7548], abs=1e-4)
     assert table["above"].tolist() == [True, False, False, False]  # a mean above 0 is not enough
+    assert table["share_positive"].tolist() == pytest.approx([1.0, 0.4, 0.0, 0.8])  # Γ = 0 is not above 0
 
 
 def test_one_round_is_refused(tmp_path):
@@ -61,8 +62,8 @@ def test_the_command_lists_the_tasks_above_0_and_those_inside_the_band(tmp_path)
     run = subprocess.run([sys.executable, str(ROOT / "experiments/gamma_intervals.py"), str(folder),
                           "--band", "0.6", "1.6"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "| 0.5 | 5 | +3.0 | [+1.0, +5.0] | yes | yes |" in run.stdout
-    assert "| 2 | 5 | +1.4 | [-2.0, +4.8] |  | yes |" in run.stdout
+    assert "| 0.5 | 5 | +3.0 | [+1.0, +5.0] | yes | 1.00 | yes |" in run.stdout
+    assert "| 2 | 5 | +1.4 | [-2.0, +4.8] |  | 0.80 | yes |" in run.stdout
     assert "tasks with the interval above 0: 1 of 4 (goal_velocity 0.5)" in run.stdout
     assert "of them inside [0.6, 1.6]: 0" in run.stdout
     assert "below the median pre-update one: 2 of 4 (goal_velocity 0.5, 2)" in run.stdout

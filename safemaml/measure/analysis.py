@@ -146,7 +146,8 @@ def median_returns(returns: pd.DataFrame) -> pd.DataFrame:
 
 def gamma_intervals(returns: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per task: mean Γ over the rounds and its two-sided t-interval at `level`, and whether the interval lies
-    above 0 ("negative adaptation there", R2.1). Columns task_index, rounds, mean_gamma, lo, hi, above.
+    above 0 ("negative adaptation there", R2.1). Columns task_index, rounds, mean_gamma, lo, hi, above, and
+    share_positive (the share of rounds whose Γ is above 0: the step, averaged over a round, hurt).
 
     The rounds are independent (fresh trajectories and a fresh adaptation each), so the interval is about this
     checkpoint's sampling noise on one task; it is not corrected over the tasks of a grid."""
@@ -162,4 +163,5 @@ def gamma_intervals(returns: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     half = stats.t.ppf(0.5 + level / 2, n - 1) * gamma.std(ddof=1) / np.sqrt(n)
     out = pd.DataFrame({"rounds": n, "mean_gamma": mean, "lo": mean - half, "hi": mean + half})
     out["above"] = out["lo"] > 0
+    out["share_positive"] = (gamma > 0).sum() / n  # rounds whose Γ (over the round's trajectories) is > 0
     return out.rename_axis("task_index").reset_index()

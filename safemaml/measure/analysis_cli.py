@@ -179,12 +179,12 @@ def gamma_intervals_main(argv: list[str] | None = None) -> None:
         parser.error(f"--band needs a one-parameter family; {args.eval_dir} has parameters {', '.join(names)}")
     param = " ".join(names)
     table["median_drop"] = table["median_post"] < table["median_pre"]
-    print(f"| {param} | rounds | mean Γ | 95% t-interval | above 0 | median post < median pre |")
-    print("| ---: | ---: | ---: | --- | --- | --- |")
+    print(f"| {param} | rounds | mean Γ | 95% t-interval | above 0 | rounds with Γ > 0 | median post < median pre |")
+    print("| ---: | ---: | ---: | --- | --- | ---: | --- |")
     for r in table.itertuples(index=False):
         where = " ".join(f"{getattr(r, n):g}" for n in names)
         print(f"| {where} | {r.rounds} | {r.mean_gamma:+.1f} | [{r.lo:+.1f}, {r.hi:+.1f}] | {'yes' if r.above else ''} "
-              f"| {'yes' if r.median_drop else ''} |")
+              f"| {r.share_positive:.2f} | {'yes' if r.median_drop else ''} |")
     above = table[table["above"]]
     found = _listing(above[names])
     print(f"tasks with the interval above 0: {len(above)} of {len(table)}" + (f" ({param} {found})" if found else
