@@ -148,7 +148,6 @@ def band_location_main(argv: list[str] | None = None) -> None:
           f"(v_Γ uniform over the {points} points of [{args.low:g}, {args.high:g})): {p:.4g}")
 
 
-
 def _listing(rows: pd.DataFrame) -> str:
     """'0.5, 1.2' (or '0.5 1, 1.2 0' for several parameters): the task parameters of the given rows."""
     return ", ".join(" ".join(f"{v:g}" for v in row) for row in rows.itertuples(index=False))
