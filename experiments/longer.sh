@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # R2.3 of docs/results.md (issue 29.3): continue the round-1 fine-tunes of maml, cvar and lagrangian from 20 to
 # 120 iterations (copies, resumed), then evaluate each at 120 on p(T), the band and a fresh task set.
-# Rerun after any stop: every step skips what is done (resume continues, evaluate reuses finished rounds).
+# Rerun after any stop: every step skips what is done (resume continues; evaluate --reuse keeps a finished
+# evaluation of the same checkpoint, and an interrupted one continues from its finished rounds).
 # LANES (default 2, one per core with OMP_NUM_THREADS=1) runs that many seeds side by side: lane k takes the
 # seeds s with s % LANES == k. Each run is the same whichever lane runs it (its randomness is its own).
 # Stop it with `kill -TERM PID` (this script's PID; PID_FILE, if set, names a file holding it, removed at exit).
@@ -20,9 +21,9 @@ one() {  # ARM SEED
     rm -rf "$run" && mv "$run.copy" "$run"
   fi
   run safemaml train --resume "$run" --iterations 120
-  run safemaml evaluate "$run" "${EVAL[@]}" --task-seed 0 --out "$run/eval"
-  run safemaml evaluate "$run" "${EVAL[@]}" --grid 0.3:1.1:0.1 --out "$run/eval-band"
-  run safemaml evaluate "$run" "${EVAL[@]}" --sample 40 --task-seed 1 --out "$run/eval-fresh"
+  run safemaml evaluate "$run" --reuse "${EVAL[@]}" --task-seed 0 --out "$run/eval"
+  run safemaml evaluate "$run" --reuse "${EVAL[@]}" --grid 0.3:1.1:0.1 --out "$run/eval-band"
+  run safemaml evaluate "$run" --reuse "${EVAL[@]}" --sample 40 --task-seed 1 --out "$run/eval-fresh"
 }
 lane() {  # K
   for seed in 0 1 2 3 4 5; do

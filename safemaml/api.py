@@ -114,14 +114,16 @@ def resume(run: str | Path, iterations: int | None = None, device: str | None = 
     return load_run(folder.path)
 
 
-def evaluate(run: str | Path, out: str | Path | None = None, request: EvalRequest | None = None,
-             **options: Any) -> dict:
+def evaluate(run: str | Path, out: str | Path | None = None, request: EvalRequest | None = None, *,
+             reuse: bool = False, **options: Any) -> dict:
     """Before/after returns of the run's last checkpoint on tasks drawn from p(T) (40 by default) or a
     grid; writes RUN/eval (or `out`) and returns the summary (summary.json).
 
     `request`: an EvalRequest (safemaml.config), or its fields as keywords (`grid="default"`,
     `trajectories=10`, `sample=40`, `task_seed`, `repeats`, `seed`, `beta`, `delta`, `device`); beta and
-    delta default to the run's objective, repeats to DEFAULT_ROUNDS."""
+    delta default to the run's objective, repeats to DEFAULT_ROUNDS. `reuse`: keep `out` as it is and return
+    its summary when it already holds this evaluation (the same last.pt bytes, request and evaluation
+    version), so that a resumed script does not spend CPU-hours evaluating again."""
     from safemaml.engine.learner import torch_device
     from safemaml.runs.evaluate import evaluate_run
 
@@ -140,7 +142,9 @@ def evaluate(run: str | Path, out: str | Path | None = None, request: EvalReques
     torch_device(request.device)
     if request.seed < 0:
         raise SafeMamlError(f"--seed must be >= 0, got {request.seed}")
-    return evaluate_run(Path(run), request, Path(out) if out else None)
+    if not isinstance(reuse, bool):
+        raise SafeMamlError(f"reuse must be True or False, got {reuse!r}")
+    return evaluate_run(Path(run), request, Path(out) if out else None, reuse=reuse)
 
 
 def _table(rows: list[dict]) -> Any:

@@ -293,6 +293,22 @@ def test_reuse_returns_the_earlier_evaluation_only_for_the_same_checkpoint_and_r
     assert (path / "eval" / RETURNS).stat().st_mtime_ns != stamp
 
 
+def test_the_reuse_flag_keeps_a_finished_evaluation_of_the_same_checkpoint(tmp_path, capsys):
+    # the round-2 drivers are rerun after every stop; a HalfCheetahVel evaluation is 20-30 CPU-minutes
+    path = tmp_path / "run"
+    train(tiny_config(iterations=1), path, quiet=True)
+    args = ["evaluate", str(path), "--sample", "3", "--trajectories", "2", "--repeats", "2", "--reuse"]
+    assert main(args) == 0 and "written:" in capsys.readouterr().out
+    stamp = (path / "eval" / RETURNS).stat().st_mtime_ns
+    assert main(args) == 0
+    assert "kept:" in capsys.readouterr().out and (path / "eval" / RETURNS).stat().st_mtime_ns == stamp
+    assert main([*args, "--repeats", "3"]) == 0  # another request: evaluated
+    assert "written:" in capsys.readouterr().out and (path / "eval" / RETURNS).stat().st_mtime_ns != stamp
+    stamp = (path / "eval" / RETURNS).stat().st_mtime_ns
+    assert main(args[:-1] + ["--repeats", "3"]) == 0  # without --reuse: evaluated again
+    assert "written:" in capsys.readouterr().out and (path / "eval" / RETURNS).stat().st_mtime_ns != stamp
+
+
 def test_an_interrupted_evaluation_continues_from_its_finished_rounds(tmp_path):
     # HalfCheetahVel's evaluations take 20-30 CPU-minutes; a stop must not throw the finished rounds away
     path = tmp_path / "run"

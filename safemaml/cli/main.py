@@ -189,8 +189,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from safemaml.measure import schema
 
     request = options.eval_request(args, evaluate_options())
-    summary = api.evaluate(args.run, args.out, request)
     out = Path(args.out) if args.out else Path(args.run) / "eval"
+    stamp = _summary_stamp(out)
+    summary = api.evaluate(args.run, args.out, request, reuse=args.reuse)
+    kept = stamp is not None and stamp == _summary_stamp(out)  # --reuse found this evaluation there
     print(f"{summary['tasks']} tasks ({summary['task_set']}) x {summary['repeats']} rounds x {request.trajectories} "
           f"trajectories, after {summary['iteration']} meta-iterations; beta = {summary['beta']:g}, "
           f"delta = {summary['delta']:g}")
@@ -202,8 +204,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             print(f"  {key:20s} {'n/a' if value is None else format(value, ' .4g')}")
     figure = "figure.png" if summary.get("figure") else "no figure.png (matplotlib is not installed)"
-    print(f"written: {out}/returns.csv.gz, tasks.csv, summary.json, {figure}")
+    if kept:
+        print(f"kept: {out} already held this evaluation (the same last.pt bytes and request), not evaluated again")
+    else:
+        print(f"written: {out}/returns.csv.gz, tasks.csv, summary.json, {figure}")
     return 0
+
+
+def _summary_stamp(out: Path) -> tuple[int, int] | None:
+    """OUT/summary.json's file and time of writing (None if it is not there): tells a reused evaluation
+    from a new one (a new one replaces the folder, so the file is another)."""
+    try:
+        stat = (out / "summary.json").stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -372,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run folder")
     options.add_options(p, evaluate_options())
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN/eval)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep --out as it is when it already holds this evaluation (the same last.pt bytes and "
+                        "request); evaluate otherwise (for scripts that are rerun after a stop)")
 
     p = _command(sub, "compare", cmd_compare)
     p.add_argument("--objectives", nargs="+", metavar="NAME",
