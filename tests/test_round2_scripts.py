@@ -76,8 +76,8 @@ def test_every_command_runs_once_in_order(tree):
              "experiments/runs/halfcheetah-vel-maml-500-seed2"]
     for base in bases:  # train, then p(T), then the grid, per base
         mine = [c for c in done if _run_of(c) == base]
-        assert mine == [f"train --resume {base} --quiet", f"evaluate {base} --sample 40 --task-seed 0",
-                        f"evaluate {base} --grid 0:3:0.1 --out {base}/eval-grid"]
+        assert mine == [f"train --resume {base} --quiet", f"evaluate {base} --reuse --sample 40 --task-seed 0",
+                        f"evaluate {base} --reuse --grid 0:3:0.1 --out {base}/eval-grid"]
     longer = done[9:]  # every base command before any of R2.3's
     assert len(longer) == 18 * 4
     evaluation = "--trajectories 20 --repeats 60 --seed 0"
@@ -86,9 +86,9 @@ def test_every_command_runs_once_in_order(tree):
             run = f"experiments/results/longer-halfcheetah-vel/{arm}/seed-{seed}"
             assert [c for c in longer if _run_of(c) == run] == [
                 f"train --resume {run} --iterations 120",
-                f"evaluate {run} {evaluation} --task-seed 0 --out {run}/eval",
-                f"evaluate {run} {evaluation} --grid 0.3:1.1:0.1 --out {run}/eval-band",
-                f"evaluate {run} {evaluation} --sample 40 --task-seed 1 --out {run}/eval-fresh"]
+                f"evaluate {run} --reuse {evaluation} --task-seed 0 --out {run}/eval",
+                f"evaluate {run} --reuse {evaluation} --grid 0.3:1.1:0.1 --out {run}/eval-band",
+                f"evaluate {run} --reuse {evaluation} --sample 40 --task-seed 1 --out {run}/eval-fresh"]
     copied = tree / "experiments/results/longer-halfcheetah-vel/cvar/seed-3"
     assert (copied / "last.pt").read_text() == "cvar 3\n" and (copied / "checkpoints").is_dir()
     assert not (tree / "round2.pid").exists()  # removed at the end: a stale PID could name another process
