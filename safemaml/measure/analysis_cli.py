@@ -32,6 +32,7 @@ from safemaml.measure.paired_tests import (
     against_control,
     collect,
     largest_mean_gamma,
+    metric_curves,
     seed_runs,
     summary_value,
 )
@@ -49,6 +50,8 @@ GAMMA_INTERVALS = ("Each task's mean Γ with its 95% t-interval over an evaluati
 LONGER_TESTS = ("Protocol R2.3's tests (docs/results.md): cvar and lagrangian against maml, paired over the training "
                 "seeds, on the primary endpoint (V̂ on p(T)) and the secondaries, Holm over the objectives; the "
                 "decision rule; cvar's constraint and the lagrangian's multiplier over iterations 21-120.")
+LONGER_FIGURE = ("Protocol R2.3's training drawn over meta-iterations: post-update return per arm, cvar's constraint "
+                 "C (met below 0) and the lagrangian's multiplier λ, a line per seed and each arm's mean.")
 TASK_GAP = "How much more one task gains from the inner step than another, from one evaluation's rounds."
 
 
@@ -282,3 +285,38 @@ def _training_report(root: Path, iterations: int) -> list[str]:
                 lines.append(f"{arm}/{run.name}: λ at 21 {values[0]:.3g}, at {20 + len(values)} {values[-1]:.3g}, "
                              f"range {values.min():.3g}-{values.max():.3g}")
     return lines
+
+
+def longer_figure_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=LONGER_FIGURE)
+    parser.add_argument("root", type=Path, nargs="?", default=Path("experiments/results/longer-halfcheetah-vel"),
+                        help="the folder of ARM/seed-N runs (default: R2.3's)")
+    parser.add_argument("--out", type=Path, default=Path("docs/figures/longer-halfcheetah-vel-training.png"),
+                        help="the PNG to write (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (refused otherwise)")
+    parser.add_argument("--since", type=int, default=20, help="the iteration the continuation began at, marked "
+                        "by a dashed line (default 20)")
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.overwrite:
+        parser.error(f"{args.out} exists (--overwrite replaces it)")
+    if not args.out.parent.is_dir():
+        parser.error(f"{args.out.parent} is not a folder")
+    from safemaml.measure.figures import TrainingPanel, training_figure
+
+    try:
+        arms = [arm for arm in ("maml", "cvar", "lagrangian") if seed_runs(args.root / arm)]
+        if not arms:
+            raise SafeMamlError(f"no ARM/seed-N runs under {args.root}")
+        panels = [TrainingPanel("post-update return", {arm: metric_curves(args.root / arm, "post_return")
+                                                       for arm in arms})]
+        if "cvar" in arms:
+            panels.append(TrainingPanel("cvar's constraint C (met below 0)",
+                                        {"cvar": metric_curves(args.root / "cvar", "objective_cvar_C")},
+                                        zero_line=True))
+        if "lagrangian" in arms:
+            panels.append(TrainingPanel("lagrangian's multiplier λ",
+                                        {"lagrangian": metric_curves(args.root / "lagrangian", "objective_multiplier")}))
+        training_figure(panels, args.out, since=args.since, title=f"{args.root}: training seeds as thin lines")
+    except (OSError, ValueError, SafeMamlError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"written: {args.out}")

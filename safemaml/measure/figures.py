@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,47 @@ def comparison_figure(rows: list[dict], arms: list[str], path: Path, title: str 
     for ax, (metric, label) in zip(axes[0], panels):
         paired_seed_panel(ax, rows, arms, metric, label)
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+Curves = dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]  # {arm: {seed: (iterations, values)}}
+ARM_COLORS = ("tab:gray", "tab:red", "tab:blue", "tab:green", "tab:purple")
+
+
+@dataclass(frozen=True)
+class TrainingPanel:
+    """One panel of a training figure: a metrics.csv column over meta-iterations, a line per arm and seed."""
+
+    title: str
+    curves: Curves
+    zero_line: bool = False  # e.g. cvar's C: the constraint is met below 0
+
+
+def training_figure(panels: list[TrainingPanel], path: Path, since: int | None = None, title: str = "") -> None:
+    """Panels side by side: each seed a thin line and each arm's mean over seeds a thick one (the seed is the
+    unit, so a trend carried by one seed shows); `since` marks where a continuation began (a dashed line)."""
+    arms = list(dict.fromkeys(arm for panel in panels for arm in panel.curves))  # one colour per arm throughout
+    colors = {arm: ARM_COLORS[i % len(ARM_COLORS)] for i, arm in enumerate(arms)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for arm, seeds in panel.curves.items():
+            color = colors[arm]
+            for x, y in seeds.values():
+                ax.plot(x, y, color=color, alpha=0.35, linewidth=0.8)
+            length = min(len(x) for x, _ in seeds.values())
+            mean = np.mean([y[:length] for _, y in seeds.values()], axis=0)
+            ax.plot(next(iter(seeds.values()))[0][:length], mean, color=color, linewidth=2,
+                    label=f"{arm} (mean of {len(seeds)} seeds)")
+        if panel.zero_line:
+            ax.axhline(0, color="black", linewidth=0.8)
+        if since is not None:
+            ax.axvline(since, color="black", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("meta-iteration")
+        ax.set_title(panel.title, fontsize=10)
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -33,6 +33,18 @@ def largest_mean_gamma(folder: Path) -> float:
     return float(task_gammas(folder).max())
 
 
+def metric_curves(arm_dir: Path, column: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{seed: (meta-iterations counted from 1, the column)} from each ARM/seed-N/metrics.csv, for figures of
+    training over iterations (metrics.csv counts from 0). A run without the column is an error."""
+    curves = {}
+    for seed, run in seed_runs(arm_dir):
+        data = np.genfromtxt(run / "metrics.csv", delimiter=",", names=True, ndmin=1)
+        if data.dtype.names is None or column not in data.dtype.names:
+            raise SafeMamlError(f"{run / 'metrics.csv'} has no column {column!r}")
+        curves[seed] = (data["iteration"] + 1, data[column].astype(float))
+    return curves
+
+
 def collect(root: Path, arms: list[str], folder: str, endpoint: Endpoint) -> dict[str, dict[int, float]]:
     """{arm: {seed: endpoint(root/ARM/seed-N/folder)}} over the seeds found; a missing folder is an error, so
     that a test never runs silently on fewer seeds than the protocol has."""
