@@ -271,18 +271,16 @@ def _training_report(root: Path, iterations: int) -> list[str]:
     lagrangian's multiplier over them (metrics.csv, iterations counted from 1)."""
     lines = []
     for arm, column in (("cvar", "objective_cvar_C"), ("lagrangian", "objective_multiplier")):
-        for _, run in seed_runs(root / arm):
-            with (run / "metrics.csv").open() as f:
-                rows = [r for r in csv.DictReader(f) if 20 <= int(r["iteration"]) < iterations]
-            values = np.array([float(r[column]) for r in rows])
+        for seed, (counted, column_values) in metric_curves(root / arm, column).items():
+            values, run = column_values[(counted > 20) & (counted <= iterations)], f"{arm}/seed-{seed}"
             if not len(values):
-                lines.append(f"{arm}/{run.name}: no iterations after 20")
+                lines.append(f"{run}: no iterations after 20")
             elif arm == "cvar":
-                lines.append(f"{arm}/{run.name}: C <= 0 at {(values <= 0).sum()} of {len(values)} iterations 21-"
+                lines.append(f"{run}: C <= 0 at {(values <= 0).sum()} of {len(values)} iterations 21-"
                              f"{20 + len(values)}; C from {values.min():.3g} to {values.max():.3g}, "
                              f"last {values[-1]:.3g}")
             else:
-                lines.append(f"{arm}/{run.name}: λ at 21 {values[0]:.3g}, at {20 + len(values)} {values[-1]:.3g}, "
+                lines.append(f"{run}: λ at 21 {values[0]:.3g}, at {20 + len(values)} {values[-1]:.3g}, "
                              f"range {values.min():.3g}-{values.max():.3g}")
     return lines
 
