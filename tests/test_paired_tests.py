@@ -121,6 +121,18 @@ def test_the_fresh_set_with_the_other_sign_blocks_the_claim(tmp_path):
     assert "but the fresh task set's difference is +0.1, not below 0)" in run.stdout
 
 
+def test_a_significant_rise_of_v_hat_is_reported_as_no_reduction(tmp_path):
+    # lagrangian above maml on every seed (the mirror of the first test's cvar): Holm rejects, but upwards
+    root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.2] * 6,
+                            "lagrangian": [0.30, 0.28, 0.29, 0.27, 0.30, 0.28]})
+    run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "lagrangian: no reduction: lagrangian's V̂ is higher than the control's" in run.stdout
+    assert "difference +0.0867)" in run.stdout
+    assert "cvar: not established" in run.stdout
+
+
 def test_runs_not_at_the_protocol_iteration_or_missing_are_refused(tmp_path):
     root = _runs(tmp_path / "a", {"maml": [0.2] * 3, "cvar": [0.1] * 3, "lagrangian": [0.2] * 3}, iteration=60)
     script = [sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)]

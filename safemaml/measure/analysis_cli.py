@@ -259,7 +259,8 @@ def _decision(primary: PairedTest, fresh: PairedTest, alpha: float) -> str:
     if not primary.p_holm <= alpha:
         return f"not established (primary Holm p {primary.p_holm:.3g} > {alpha:g})"
     if primary.difference > 0:
-        return f"no reduction: V̂ is higher than {primary.arm}'s control (primary Holm p {primary.p_holm:.3g})"
+        return (f"no reduction: {primary.arm}'s V̂ is higher than the control's (primary Holm p "
+                f"{primary.p_holm:.3g}, difference {primary.difference:+.3g})")
     if not fresh.difference < 0:
         return (f"not established (the primary rejects, Holm p {primary.p_holm:.3g}, but the fresh task set's "
                 f"difference is {fresh.difference:+.3g}, not below 0)")
