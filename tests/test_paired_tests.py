@@ -15,7 +15,7 @@ from scipy import stats
 
 from safemaml.errors import SafeMamlError
 from safemaml.measure.paired import holm, paired_t_test
-from safemaml.measure.paired_tests import against_control, collect, largest_mean_gamma, summary_value
+from safemaml.measure.paired_tests import against_control, collect, largest_mean_gamma, summary_value, violation_rate_at
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUND1 = ROOT / "experiments/results/comparison-halfcheetah-vel/compare"
@@ -62,21 +62,56 @@ def test_round_1_differences_equal_the_committed_comparison_table():
         assert row.p_wilcoxon == pytest.approx(float(expected["seed_wilcoxon_p_violation_rate"]))
 
 
+def _evaluation(folder: Path, rate: float, post_return: float, iteration: int, beta: float = 0.1) -> None:
+    """An evaluation of 100 tasks, 60 rounds: round(100 x rate) tasks with 50 wins (p̂ 0.83, violating at
+    β 0.1), the rest 60; task 0's mean Γ is 100 x rate (the band peak), the others' −5. summary.json as
+    `safemaml evaluate` writes it, at `beta`."""
+    folder.mkdir(parents=True)
+    bad = round(100 * rate)
+    rows = "".join(f"{i},{0.3 + i / 100},{rate * 100 if i == 0 else -5},{50 if i < bad else 60}\n" for i in range(100))
+    (folder / "tasks.csv").write_text("task_index,goal_velocity,mean_gamma,wins\n" + rows)
+    summary = {"violation_rate": bad / 100, "post_return": post_return, "iteration": iteration, "rounds": 60,
+               "beta": beta}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
 def _runs(root: Path, arms: dict[str, list[float]], iteration: int = 120) -> Path:
     """ARM/seed-N/{eval,eval-band,eval-fresh} with V̂ and post_return per seed; band peaks = V̂ x 100."""
     for arm, rates in arms.items():
         for seed, rate in enumerate(rates):
             run = root / arm / f"seed-{seed}"
             for folder in ("eval", "eval-band", "eval-fresh"):
-                (run / folder).mkdir(parents=True)
-                summary = {"violation_rate": rate, "post_return": -100 - seed, "iteration": iteration}
-                (run / folder / "summary.json").write_text(json.dumps(summary))
-                (run / folder / "tasks.csv").write_text(f"task_index,goal_velocity,mean_gamma\n0,0.3,{rate * 100}\n"
-                                                        f"1,0.4,-5\n")
+                _evaluation(run / folder, rate, -100 - seed, iteration)
             column = "objective_cvar_C" if arm == "cvar" else "objective_multiplier"
             (run / "metrics.csv").write_text(f"iteration,{column}\n" + "".join(
                 f"{i},{1.0 - i / 100 if arm == 'cvar' else i / 10}\n" for i in range(iteration)))
     return root
+
+
+def test_v_hat_is_rescored_at_one_beta_by_hand(tmp_path):
+    # 60 rounds; wins 53, 54, 57, 60, 50: p̂ 0.883, 0.9, 0.95, 1, 0.833. At β 0.1 (p̂ < 0.9) tasks 0 and 4
+    # violate: 2 of 5 (0.9 itself does not); at β 0.05 (p̂ < 0.95) tasks 0, 1 and 4: 3 of 5
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "tasks.csv").write_text("task_index,wins\n0,53\n1,54\n2,57\n3,60\n4,50\n")
+    (folder / "summary.json").write_text(json.dumps({"rounds": 60, "beta": 0.05, "violation_rate": 0.6}))
+    assert violation_rate_at(0.1)(folder) == pytest.approx(0.4)
+    assert violation_rate_at(0.05)(folder) == pytest.approx(0.6)
+    # at its own β the summary must agree with the wins, or the folder is inconsistent
+    (folder / "summary.json").write_text(json.dumps({"rounds": 60, "beta": 0.05, "violation_rate": 0.4}))
+    with pytest.raises(SafeMamlError, match="same β"):
+        violation_rate_at(0.05)(folder)
+
+
+@pytest.mark.parametrize("root", [ROUND1, ROOT / "experiments/results/longer-halfcheetah-vel"])
+def test_rescoring_at_each_evaluations_own_beta_reproduces_its_summary(root):
+    # the independent reference: the V̂ that `safemaml evaluate` computed from the rounds themselves, at β 0.1
+    # (round 1) and at cvar's 0.187 and the lagrangian's 0.052 (R2.3's evaluations, before the fix of longer.sh)
+    for folder in sorted(root.glob("*/seed-*/eval*")):
+        if not (folder / "tasks.csv").is_file():
+            continue
+        summary = json.loads((folder / "summary.json").read_text())
+        assert violation_rate_at(summary["beta"])(folder) == summary["violation_rate"], folder
 
 
 def test_holm_runs_over_the_arms_and_the_rule_needs_the_fresh_sign(tmp_path):
@@ -97,6 +132,23 @@ def test_holm_runs_over_the_arms_and_the_rule_needs_the_fresh_sign(tmp_path):
     assert "lagrangian/seed-0: λ at 21 2, at 120 11.9" in run.stdout
 
 
+def test_longer_tests_scores_every_arm_at_one_beta_not_at_its_own(tmp_path):
+    # cvar's evaluations made at its own β 0.05, their summaries' V̂ 0.9: the analysis must not read those
+    root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.10, 0.12, 0.11, 0.13, 0.10, 0.12], "lagrangian": [0.2] * 6})
+    for summary in root.glob("cvar/seed-*/eval*/summary.json"):
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "beta": 0.05, "violation_rate": 0.9}))
+    script = [sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)]
+    run = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "V̂ at β = 0.1 for every arm" in run.stdout
+    assert "| cvar | 6 | 0.1133 | -0.08667" in run.stdout and "cvar: established reduction of V̂" in run.stdout
+    # at β 0.2 (p̂ < 0.8) no task violates in any arm: every difference 0
+    run = subprocess.run(script + ["--beta", "0.2"], capture_output=True, text=True, cwd=tmp_path)
+    assert "| cvar | 6 | 0 | +0 [+0, +0]" in run.stdout
+    run = subprocess.run(script + ["--beta", "1.5"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].endswith("--beta must be in (0, 1), not 1.5")
+
+
 def test_a_test_that_rejects_only_before_holm_is_not_established(tmp_path):
     # cvar alone: t-test p 0.032 <= 0.05, but Holm over the two objectives doubles it to 0.065
     root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.10, 0.19, 0.14, 0.2, 0.15, 0.16],
@@ -113,8 +165,8 @@ def test_the_fresh_set_with_the_other_sign_blocks_the_claim(tmp_path):
     root = _runs(tmp_path, {"maml": [0.2] * 6, "cvar": [0.10, 0.12, 0.11, 0.13, 0.10, 0.12],
                             "lagrangian": [0.2] * 6})
     for seed in range(6):  # on the fresh tasks cvar violates more than maml
-        (root / "cvar" / f"seed-{seed}" / "eval-fresh" / "summary.json").write_text(
-            json.dumps({"violation_rate": 0.3, "post_return": 0, "iteration": 120}))
+        shutil.rmtree(root / "cvar" / f"seed-{seed}" / "eval-fresh")
+        _evaluation(root / "cvar" / f"seed-{seed}" / "eval-fresh", 0.3, 0, 120)
     run = subprocess.run([sys.executable, str(ROOT / "experiments/longer_tests.py"), str(root)],
                          capture_output=True, text=True, cwd=tmp_path)
     assert "cvar: not established (the primary rejects" in run.stdout

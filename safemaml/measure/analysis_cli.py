@@ -28,6 +28,7 @@ from safemaml.measure.analysis import (
 )
 from safemaml.measure.paired import paired_t_interval, paired_wilcoxon
 from safemaml.measure.paired_tests import (
+    Endpoint,
     PairedTest,
     against_control,
     collect,
@@ -35,6 +36,7 @@ from safemaml.measure.paired_tests import (
     metric_curves,
     seed_runs,
     summary_value,
+    violation_rate_at,
 )
 
 if TYPE_CHECKING:
@@ -200,12 +202,16 @@ def gamma_intervals_main(argv: list[str] | None = None) -> None:
           f"{int(table['median_drop'].sum())} of {len(table)}" + (f" ({param} {drops})" if drops else ""))
 
 
-R23_ENDPOINTS = [  # (name, evaluation folder, endpoint): the primary first
-    ("V̂ on p(T), task seed 0 (primary)", "eval", summary_value("violation_rate")),
-    ("band peak: largest mean Γ on 0.3 … 1.1", "eval-band", largest_mean_gamma),
-    ("V̂ on the fresh task set, task seed 1", "eval-fresh", summary_value("violation_rate")),
-    ("post-update return on p(T)", "eval", summary_value("post_return")),
-]
+def r23_endpoints(beta: float) -> list[tuple[str, str, Endpoint]]:
+    """(name, evaluation folder, endpoint) of protocol R2.3, the primary first. V̂ is scored at one β for
+    every arm (round 1's request: 0.1), from each evaluation's per-task wins, since each arm's own
+    objective has its own β and `safemaml evaluate` defaults to it."""
+    return [
+        ("V̂ on p(T), task seed 0 (primary)", "eval", violation_rate_at(beta)),
+        ("band peak: largest mean Γ on 0.3 … 1.1", "eval-band", largest_mean_gamma),
+        ("V̂ on the fresh task set, task seed 1", "eval-fresh", violation_rate_at(beta)),
+        ("post-update return on p(T)", "eval", summary_value("post_return")),
+    ]
 
 
 def longer_tests_main(argv: list[str] | None = None) -> None:
@@ -219,13 +225,18 @@ def longer_tests_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=0.05, help="family-wise error per endpoint (default 0.05)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(6)), help="the training seeds every "
                         "arm must have, no more and no fewer (default: 0-5)")
+    parser.add_argument("--beta", type=float, default=0.1, help="the per-task tolerance V̂ is scored at, the same "
+                        "for every arm (default 0.1: round 1's request, compare/comparison-request.json)")
     args = parser.parse_args(argv)
+    if not 0 < args.beta < 1:
+        parser.error(f"--beta must be in (0, 1), not {args.beta:g}")
     try:
         tables = [(name, against_control(_checked(args, folder, endpoint), args.control, args.arms))
-                  for name, folder, endpoint in R23_ENDPOINTS]
+                  for name, folder, endpoint in r23_endpoints(args.beta)]
         report = _training_report(args.root, args.iterations)
     except (OSError, KeyError, ValueError, SafeMamlError) as exc:
         sys.exit(f"error: {exc}")
+    print(f"V̂ at β = {args.beta:g} for every arm (p̂_T = wins / rounds < 1 − β, from each evaluation's tasks.csv)")
     for name, rows in tables:
         print(f"\n**{name}**: arm − {args.control}, paired over seeds\n")
         print("| arm | seeds | arm mean | difference [95% t-interval] | lower on | t-test p | Holm p | Wilcoxon p |")

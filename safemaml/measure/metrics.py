@@ -109,13 +109,20 @@ def per_task_rounds(pre: np.ndarray, post: np.ndarray, beta: float, alpha1: floa
             "passes": clopper_pearson_lower(wins, rounds, alpha1) >= 1.0 - beta}
 
 
+def violates(wins: np.ndarray, rounds: int, beta: float) -> np.ndarray:
+    """Per task, whether it counts in V-hat: p-hat_T = wins / R < 1 - beta, wins being the rounds with
+    Gamma <= 0 (held-out pre-update return <= post-update return). One rule for evaluations and for V-hat
+    rescored at another beta from a finished evaluation's tasks.csv (beta changes no simulation)."""
+    return np.asarray(wins) / rounds < 1.0 - beta
+
+
 def round_statistics(pre: np.ndarray, post: np.ndarray, beta: float, delta: float,
                      alpha1: float = 0.05, alpha2: float = 0.05) -> dict:
     """What an evaluation reports from its independent rounds: the certificate, V-hat = the fraction
     of tasks with p-hat_T < 1 - beta with a 95% Clopper-Pearson interval over tasks (task sampling
     only), and the power of the per-task test at this R."""
     rounds = pre.shape[1]
-    violating = int(((pre <= post).sum(1) / rounds < 1.0 - beta).sum())
+    violating = int(violates((pre <= post).sum(1), rounds, beta).sum())
     lo, hi = clopper_pearson_interval(violating, len(pre))
     return {"violation_rate": violating / len(pre), "violation_rate_lo": float(lo), "violation_rate_hi": float(hi),
             "rounds": rounds, "min_passing_p": min_passing_p(rounds, beta, alpha1),
