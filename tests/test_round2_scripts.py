@@ -80,7 +80,7 @@ def test_every_command_runs_once_in_order(tree):
                         f"evaluate {base} --reuse --grid 0:3:0.1 --out {base}/eval-grid"]
     longer = done[9:]  # every base command before any of R2.3's
     assert len(longer) == 18 * 4
-    evaluation = "--trajectories 20 --repeats 60 --seed 0"
+    evaluation = "--trajectories 20 --repeats 60 --seed 0 --beta 0.1 --delta 0.1"  # round 1's request, β included
     for arm in ARMS:
         for seed in SEEDS:  # R2.3's four commands per run, in order (docs/results.md)
             run = f"experiments/results/longer-halfcheetah-vel/{arm}/seed-{seed}"
