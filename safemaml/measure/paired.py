@@ -11,10 +11,15 @@ import numpy as np
 from scipy import stats
 
 
+def task_column(eval_dir: Path, column: str) -> np.ndarray:
+    """One column of an evaluation folder's tasks.csv (mean_gamma, wins, ...), in task order."""
+    with (eval_dir / "tasks.csv").open() as f:
+        return np.array([float(r[column]) for r in csv.DictReader(f)])
+
+
 def task_gammas(eval_dir: Path) -> np.ndarray:
     """Each task's mean Γ from an evaluation folder's tasks.csv, in task order."""
-    with (eval_dir / "tasks.csv").open() as f:
-        return np.array([float(r["mean_gamma"]) for r in csv.DictReader(f)])
+    return task_column(eval_dir, "mean_gamma")
 
 
 SIGNIFICANT_DIGITS = 12  # differences are compared at this precision, relative to the largest |value|

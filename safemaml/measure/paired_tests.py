@@ -1,7 +1,7 @@
 """Pre-registered paired tests of several arms against one control over training seeds, with Holm's correction
 over the arms (protocol R2.3 of docs/results.md; usable for any folder of ARM/seed-N runs).
 
-An endpoint is a function of one evaluation folder (e.g. V̂ from tasks.csv at a stated β, the band peak from tasks.csv);
+An endpoint is a function of one evaluation folder (e.g. V̂ at a stated β or the band peak, from tasks.csv);
 `collect` reads it for every run, `against_control` pairs each arm with the control seed by seed and tests the
 mean difference with the two-sided paired t-test, Holm-adjusted over the arms of one endpoint.
 """
@@ -17,7 +17,14 @@ import numpy as np
 
 from safemaml.errors import SafeMamlError
 from safemaml.measure.metrics import violates
-from safemaml.measure.paired import holm, paired_t_interval, paired_t_test, paired_wilcoxon, task_gammas
+from safemaml.measure.paired import (
+    holm,
+    paired_t_interval,
+    paired_t_test,
+    paired_wilcoxon,
+    task_column,
+    task_gammas,
+)
 
 Endpoint = Callable[[Path], float]
 
@@ -37,8 +44,7 @@ def violation_rate_at(beta: float) -> Endpoint:
     value must equal its summary's, or the folder is refused as inconsistent."""
     def read(folder: Path) -> float:
         summary = json.loads((folder / "summary.json").read_text())
-        wins = np.genfromtxt(folder / "tasks.csv", delimiter=",", names=True, ndmin=1)["wins"]
-        rate = float(violates(wins, int(summary["rounds"]), beta).mean())
+        rate = float(violates(task_column(folder, "wins"), int(summary["rounds"]), beta).mean())
         if abs(float(summary["beta"]) - beta) < 1e-12 and rate != float(summary["violation_rate"]):
             raise SafeMamlError(f"{folder}: V̂ from tasks.csv's wins is {rate}, its summary.json says "
                                 f"{summary['violation_rate']} at the same β")
